@@ -1,0 +1,193 @@
+import { performance } from 'node:perf_hooks';
+import ort from 'onnxruntime-node';
+import type { ExchangeMarker, GraphBuilder } from './builder.js';
+import type { DType } from './dtype.js';
+import type { OnnxValueInfo } from './onnx-model.js';
+import { planSegments, type GraphPlan, type SegmentPlan } from './segments.js';
+import { createSession, type EngineOptions } from './session.js';
+
+export type HostData = Float32Array | BigInt64Array;
+
+export interface HostTensor {
+  data: HostData;
+  shape: readonly number[];
+}
+
+export interface RunHooks {
+  /** Called at each exchange point with this rank's local tensors; returns the assembled inputs. */
+  exchange?(marker: ExchangeMarker, locals: HostTensor[]): Promise<HostTensor[]> | HostTensor[];
+  /**
+   * Called as soon as the segment that makes a graph output finishes. Return true when the data has been
+   * consumed (copied): the buffer is then reused and the output is left out of run()'s result.
+   */
+  onOutput?(name: string, t: HostTensor): boolean;
+}
+
+interface CompiledSegment {
+  plan: SegmentPlan;
+  session: ort.InferenceSession | undefined;
+}
+
+function allocate(dtype: DType, n: number): HostData {
+  if (dtype === 'float32') return new Float32Array(n);
+  if (dtype === 'int64') return new BigInt64Array(n);
+  throw new Error(`runner: cannot hold a ${dtype} tensor between segments`);
+}
+
+function count(shape: readonly number[]): number {
+  return shape.reduce((a, b) => a * b, 1);
+}
+
+/** Reuses activation buffers between segments: same sizes recur through a UNet. */
+class BufferPool {
+  private free = new Map<string, HostData[]>();
+
+  take(v: OnnxValueInfo): HostData {
+    const key = `${v.dtype}:${count(v.shape)}`;
+    return this.free.get(key)?.pop() ?? allocate(v.dtype, count(v.shape));
+  }
+
+  give(data: HostData): void {
+    const key = `${data instanceof Float32Array ? 'float32' : 'int64'}:${data.length}`;
+    const list = this.free.get(key) ?? [];
+    list.push(data);
+    this.free.set(key, list);
+  }
+}
+
+function toOrt(t: HostTensor): ort.Tensor {
+  return t.data instanceof Float32Array
+    ? new ort.Tensor('float32', t.data, t.shape as number[])
+    : new ort.Tensor('int64', t.data, t.shape as number[]);
+}
+
+function sameShape(a: readonly number[], b: readonly number[]): boolean {
+  return a.length === b.length && a.every((d, i) => d === b[i]);
+}
+
+/**
+ * A graph compiled into one ORT session per segment. run() feeds graph inputs, carries tensors between
+ * segments, and calls the exchange hook at each cut.
+ */
+export class CompiledGraph {
+  /** Accumulated milliseconds per segment (session.run only). */
+  readonly segmentMs: number[];
+  private readonly pool = new BufferPool();
+
+  private constructor(
+    readonly plan: GraphPlan,
+    private readonly segments: CompiledSegment[],
+  ) {
+    this.segmentMs = segments.map(() => 0);
+  }
+
+  static async compile(plan: GraphPlan, opts: EngineOptions = {}): Promise<CompiledGraph> {
+    const segments: CompiledSegment[] = [];
+    for (const p of plan.segments) {
+      const session = p.graph.nodes.length > 0 ? await createSession(p.graph, p.weights, opts) : undefined;
+      segments.push({ plan: p, session });
+    }
+    return new CompiledGraph(plan, segments);
+  }
+
+  static async fromBuilder(b: GraphBuilder, opts: EngineOptions = {}): Promise<CompiledGraph> {
+    return CompiledGraph.compile(planSegments(b), opts);
+  }
+
+  get segmentCount(): number {
+    return this.segments.length;
+  }
+
+  async run(feeds: Readonly<Record<string, HostTensor>>, hooks: RunHooks = {}): Promise<Record<string, HostTensor>> {
+    for (const i of this.plan.inputs) {
+      const f = feeds[i.name];
+      if (!f) throw new Error(`graph ${this.plan.name}: missing input '${i.name}' [${i.shape.join(', ')}]`);
+      if (!sameShape(f.shape, i.shape)) {
+        throw new Error(
+          `graph ${this.plan.name}: input '${i.name}' must have shape [${i.shape.join(', ')}], got [${f.shape.join(', ')}]`,
+        );
+      }
+      if (f.data.length !== count(f.shape)) {
+        throw new Error(`graph ${this.plan.name}: input '${i.name}' holds ${f.data.length} values for shape [${f.shape.join(', ')}]`);
+      }
+    }
+    const extra = Object.keys(feeds).filter((k) => !this.plan.inputs.some((i) => i.name === k));
+    if (extra.length > 0) throw new Error(`graph ${this.plan.name}: unknown input(s) ${extra.join(', ')}`);
+
+    const values = new Map<string, HostTensor>();
+    const pooled = new Set<string>();
+    const graphOutputs = new Set(this.plan.outputs.map((o) => o.name));
+    const result: Record<string, HostTensor> = {};
+    const lastUse = this.plan.lastUse;
+    const release = (name: string, at: number): void => {
+      if ((lastUse.get(name) ?? -1) > at) return;
+      const v = values.get(name);
+      if (v && pooled.has(name)) {
+        this.pool.give(v.data);
+        pooled.delete(name);
+      }
+      values.delete(name);
+    };
+
+    for (const seg of this.segments) {
+      const p = seg.plan;
+      if (seg.session) {
+        const ortFeeds: Record<string, ort.Tensor> = {};
+        for (const i of p.inputs) {
+          const v = i.source === 'graph-input' ? feeds[i.name] : values.get(i.name);
+          if (!v) throw new Error(`graph ${this.plan.name}: segment ${p.index} (${p.path}) lacks input '${i.name}'`);
+          ortFeeds[i.name] = toOrt(v);
+        }
+        const fetches: Record<string, ort.Tensor> = {};
+        const made: Array<[string, HostTensor]> = [];
+        for (const o of p.outputs) {
+          const keep = graphOutputs.has(o.name) && !hooks.onOutput;
+          const data = keep ? allocate(o.dtype, count(o.shape)) : this.pool.take(o);
+          const t = { data, shape: o.shape };
+          made.push([o.name, t]);
+          fetches[o.name] = toOrt(t);
+        }
+        const t0 = performance.now();
+        await seg.session.run(ortFeeds, fetches);
+        this.segmentMs[p.index]! += performance.now() - t0;
+        for (const [name, t] of made) {
+          values.set(name, t);
+          if (!(graphOutputs.has(name) && !hooks.onOutput)) pooled.add(name);
+          if (!graphOutputs.has(name) || hooks.onOutput?.(name, t)) continue;
+          // The caller keeps it: hand over a copy when the buffer belongs to the pool.
+          result[name] = pooled.has(name) ? { data: t.data.slice(), shape: t.shape } : t;
+        }
+        for (const i of p.inputs) if (i.source !== 'graph-input') release(i.name, p.index);
+        for (const [name] of made) if (!lastUse.has(name)) release(name, p.index);
+      }
+      if (p.exchange) {
+        const locals = p.exchange.local.map((name) => {
+          const v = values.get(name) ?? feeds[name];
+          if (!v) throw new Error(`graph ${this.plan.name}: exchange ${p.exchange!.path} lacks '${name}'`);
+          return v;
+        });
+        if (!hooks.exchange) {
+          throw new Error(`graph ${this.plan.name}: exchange point ${p.exchange.path} (${p.exchange.kind}) needs an exchange hook`);
+        }
+        const assembled = await hooks.exchange(p.exchange, locals);
+        p.exchange.assembled.forEach((a, i) => {
+          const t = assembled[i];
+          if (!t || !sameShape(t.shape, a.shape)) {
+            throw new Error(
+              `exchange ${p.exchange!.path} (${p.exchange!.kind}): expected ${a.name} [${a.shape.join(', ')}], got ${
+                t ? `[${t.shape.join(', ')}]` : 'nothing'
+              }`,
+            );
+          }
+          values.set(a.name, t);
+        });
+        for (const name of p.exchange.local) release(name, p.index);
+      }
+    }
+    return result;
+  }
+
+  async dispose(): Promise<void> {
+    for (const s of this.segments) await s.session?.release();
+  }
+}
