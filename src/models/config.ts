@@ -113,6 +113,11 @@ export class ConfigReader {
     }
   }
 
+  /** Marks keys as known but irrelevant to inference (dropout, sample_size, …). */
+  ignore(...keys: string[]): void {
+    for (const k of keys) this.read.add(k);
+  }
+
   /** Keys present in the file that no code read. */
   ignoredKeys(): string[] {
     return Object.keys(this.json).filter((k) => !this.read.has(k) && !META_KEYS.has(k));

@@ -1,0 +1,74 @@
+// diffusers attention_processor.py `Attention` (the AttnProcessor math) and attention.py's
+// BasicTransformerBlock / FeedForward (GEGLU), as SD and SDXL use them.
+import type { GraphBuilder, SymTensor } from '../graph/builder.js';
+import * as F from '../graph/functional.js';
+import { layerNorm, linear } from './layers.js';
+
+export interface AttentionSpec {
+  heads: number;
+  /** Projection biases on to_q / to_k / to_v (the VAE has them, the UNet does not). */
+  qkvBias: boolean;
+}
+
+function projection(b: GraphBuilder, name: string, inFeatures: number, outFeatures: number, bias: boolean) {
+  return b.scope(name, () => ({
+    w: b.param('weight', [outFeatures, inFeatures]),
+    b: bias ? b.param('bias', [outFeatures]) : null,
+  }));
+}
+
+/**
+ * Attention over tokens [B, S, C]. With no `context` it is self-attention: K and V come from one fused
+ * projection and pass through the selfAttentionKV hook (DistriFusion swaps in the whole image's K/V).
+ */
+export function attention(
+  b: GraphBuilder,
+  name: string,
+  x: SymTensor,
+  context: SymTensor | undefined,
+  spec: AttentionSpec,
+): SymTensor {
+  return b.scope(name, () => {
+    const c = x.dim(-1);
+    const inner = c;
+    const q = linear(b, 'to_q', x, inner, spec.qkvBias);
+    let k: SymTensor;
+    let v: SymTensor;
+    if (context) {
+      k = linear(b, 'to_k', context, inner, spec.qkvBias);
+      v = linear(b, 'to_v', context, inner, spec.qkvBias);
+    } else {
+      const pk = projection(b, 'to_k', c, inner, spec.qkvBias);
+      const pv = projection(b, 'to_v', c, inner, spec.qkvBias);
+      const w = F.concat([pk.w, pv.w], 0);
+      const bias = pk.b && pv.b ? F.concat([pk.b, pv.b], 0) : null;
+      let kv = F.linear(x, w, bias);
+      kv = b.hooks.selfAttentionKV?.({ path: b.path, kv }) ?? kv;
+      [k, v] = F.split(kv, [inner, inner], -1) as [SymTensor, SymTensor];
+    }
+    const out = F.attention(q, k, v, spec.heads);
+    // to_out.1 is dropout
+    return b.scope('to_out', () => linear(b, '0', out, c));
+  });
+}
+
+/** FeedForward with GEGLU: net.0.proj → hidden · gelu(gate), then net.2 (net.1 is dropout). */
+export function feedForward(b: GraphBuilder, x: SymTensor, mult = 4): SymTensor {
+  return b.scope('ff', () =>
+    b.scope('net', () => {
+      const dim = x.dim(-1);
+      const inner = dim * mult;
+      const proj = b.scope('0', () => linear(b, 'proj', x, inner * 2));
+      const [hidden, gate] = F.split(proj, [inner, inner], -1) as [SymTensor, SymTensor];
+      return linear(b, '2', F.mul(hidden, F.gelu(gate)), dim);
+    }),
+  );
+}
+
+/** BasicTransformerBlock (layer_norm, self-attention, cross-attention, GEGLU feed-forward). */
+export function basicTransformerBlock(b: GraphBuilder, x: SymTensor, context: SymTensor, heads: number): SymTensor {
+  const spec = { heads, qkvBias: false };
+  let h = F.add(attention(b, 'attn1', layerNorm(b, 'norm1', x, 1e-5), undefined, spec), x);
+  h = F.add(attention(b, 'attn2', layerNorm(b, 'norm2', h, 1e-5), context, spec), h);
+  return F.add(feedForward(b, layerNorm(b, 'norm3', h, 1e-5)), h);
+}
