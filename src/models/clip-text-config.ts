@@ -65,7 +65,8 @@ export function parseCLIPTextConfig(json: JsonObject, file: string): CLIPTextCon
       `${file}: "hidden_size" ${cfg.hiddenSize} must be divisible by "num_attention_heads" ${cfg.numAttentionHeads}`,
     );
   }
-  if (!(cfg.layerNormEps > 0)) throw new Error(`${file}: "layer_norm_eps" must be > 0, found ${cfg.layerNormEps}`);
+  if (!(cfg.layerNormEps > 0))
+    throw new Error(`${file}: "layer_norm_eps" must be > 0, found ${cfg.layerNormEps}`);
   cfg.ignoredKeys = r.ignoredKeys();
   return cfg;
 }

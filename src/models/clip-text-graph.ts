@@ -46,9 +46,18 @@ export function buildCLIPTextGraph(
   b.output('last_hidden_state', last);
   b.output('penultimate_hidden_state', states[states.length - 2]!);
   b.output('pooler_output', pooled);
-  b.output('hidden_states', F.concat(states.map((s) => F.unsqueeze(s, 0)), 0));
+  b.output(
+    'hidden_states',
+    F.concat(
+      states.map((s) => F.unsqueeze(s, 0)),
+      0,
+    ),
+  );
   if (withProjection) {
-    b.output('text_embeds', b.scope('text_projection', () => F.linear(pooled, b.param('weight', [config.projectionDim, h]))));
+    b.output(
+      'text_embeds',
+      b.scope('text_projection', () => F.linear(pooled, b.param('weight', [config.projectionDim, h]))),
+    );
   }
   return b;
 }
@@ -94,7 +103,9 @@ function linear(b: GraphBuilder, name: string, x: SymTensor, inF: number, outF: 
 
 function layerNorm(b: GraphBuilder, name: string, x: SymTensor, config: CLIPTextConfig): SymTensor {
   const c = config.hiddenSize;
-  return b.scope(name, () => F.layerNorm(x, b.param('weight', [c]), b.param('bias', [c]), config.layerNormEps));
+  return b.scope(name, () =>
+    F.layerNorm(x, b.param('weight', [c]), b.param('bias', [c]), config.layerNormEps),
+  );
 }
 
 function activation(x: SymTensor, act: CLIPHiddenAct): SymTensor {

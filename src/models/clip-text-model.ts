@@ -44,7 +44,12 @@ export type { CLIPHiddenAct, CLIPTextConfig };
  * configs of every real SD/SDXL checkpoint) the first position holding the largest id (argmax), otherwise
  * the first position equal to eos_token_id (0 when there is none, as argmax over all-false gives).
  */
-export function pooledPositions(ids: BigInt64Array, batch: number, length: number, eosTokenId: number): number[] {
+export function pooledPositions(
+  ids: BigInt64Array,
+  batch: number,
+  length: number,
+  eosTokenId: number,
+): number[] {
   const eos = BigInt(eosTokenId);
   const out: number[] = [];
   for (let b = 0; b < batch; b++) {
@@ -71,10 +76,13 @@ export function normaliseTokenIds(ids: TokenIds, config: CLIPTextConfig, what: s
     data = new BigInt64Array(rows.length * length);
     rows.forEach((row, b) => {
       if (!Array.isArray(row) || row.length !== length) {
-        throw new Error(`${what}: input_ids row ${b} has ${Array.isArray(row) ? row.length : 'no'} tokens, row 0 has ${length}; every sequence of a batch must be equally long`);
+        throw new Error(
+          `${what}: input_ids row ${b} has ${Array.isArray(row) ? row.length : 'no'} tokens, row 0 has ${length}; every sequence of a batch must be equally long`,
+        );
       }
       row.forEach((v, i) => {
-        if (!Number.isSafeInteger(v)) throw new Error(`${what}: input_ids[${b}][${i}] = ${v} is not an integer token id`);
+        if (!Number.isSafeInteger(v))
+          throw new Error(`${what}: input_ids[${b}][${i}] = ${v} is not an integer token id`);
         data[b * length + i] = BigInt(v);
       });
     });
@@ -82,13 +90,16 @@ export function normaliseTokenIds(ids: TokenIds, config: CLIPTextConfig, what: s
   } else {
     const s = ids.shape;
     if (s.length !== 2 || !(ids.data instanceof BigInt64Array) || ids.data.length !== s[0]! * s[1]!) {
-      throw new Error(`${what}: input_ids tensor must be int64 [B, L] with B·L values, found shape [${s.join(', ')}] holding ${ids.data.length} values`);
+      throw new Error(
+        `${what}: input_ids tensor must be int64 [B, L] with B·L values, found shape [${s.join(', ')}] holding ${ids.data.length} values`,
+      );
     }
     data = ids.data;
     shape = [s[0]!, s[1]!];
   }
   const [batch, length] = shape;
-  if (batch === 0 || length === 0) throw new Error(`${what}: input_ids is empty (shape [${shape.join(', ')}])`);
+  if (batch === 0 || length === 0)
+    throw new Error(`${what}: input_ids is empty (shape [${shape.join(', ')}])`);
   if (length > config.maxPositionEmbeddings) {
     throw new Error(
       `${what}: input_ids has ${length} tokens, but "max_position_embeddings" in ${config.source} is ${config.maxPositionEmbeddings}; truncate the prompt`,
@@ -120,13 +131,24 @@ class CLIPTextEncoder {
     this.cache = new GraphCache(engine);
   }
 
-  static async load(dir: string, opts: CLIPTextModelOptions, withProjection: boolean, cls: string): Promise<CLIPTextEncoder> {
+  static async load(
+    dir: string,
+    opts: CLIPTextModelOptions,
+    withProjection: boolean,
+    cls: string,
+  ): Promise<CLIPTextEncoder> {
     const component = await loadComponent(dir, { variant: opts.variant });
     const config = parseCLIPTextConfig(component.config, component.configPath);
     // Check every weight key and shape now, not at the first forward: building is cheap (no bytes are read).
     buildCLIPTextGraph(config, component.weights, 1, config.maxPositionEmbeddings, withProjection);
     component.weights.assertAllUsed(`${cls} (${component.configPath})`);
-    return new CLIPTextEncoder(config, component.weights, { threads: opts.threads, device: opts.device }, withProjection, `${cls} (${dir})`);
+    return new CLIPTextEncoder(
+      config,
+      component.weights,
+      { threads: opts.threads, device: opts.device },
+      withProjection,
+      `${cls} (${dir})`,
+    );
   }
 
   async run(ids: TokenIds): Promise<Record<string, HostTensor>> {
@@ -191,8 +213,13 @@ export class CLIPTextModel {
 export class CLIPTextModelWithProjection {
   private constructor(private readonly encoder: CLIPTextEncoder) {}
 
-  static async fromPretrained(dir: string, opts: CLIPTextModelOptions = {}): Promise<CLIPTextModelWithProjection> {
-    return new CLIPTextModelWithProjection(await CLIPTextEncoder.load(dir, opts, true, 'CLIPTextModelWithProjection'));
+  static async fromPretrained(
+    dir: string,
+    opts: CLIPTextModelOptions = {},
+  ): Promise<CLIPTextModelWithProjection> {
+    return new CLIPTextModelWithProjection(
+      await CLIPTextEncoder.load(dir, opts, true, 'CLIPTextModelWithProjection'),
+    );
   }
 
   get config(): CLIPTextConfig {
