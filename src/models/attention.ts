@@ -18,38 +18,36 @@ function projection(b: GraphBuilder, name: string, inFeatures: number, outFeatur
 }
 
 /**
- * Attention over tokens [B, S, C]. With no `context` it is self-attention: K and V come from one fused
- * projection and pass through the selfAttentionKV hook (DistriFusion swaps in the whole image's K/V).
+ * An Attention module (at the current module path) over tokens [B, S, C]. With no `context` it is
+ * self-attention: K and V come from one fused projection and pass through the selfAttentionKV hook
+ * (DistriFusion swaps in the whole image's K/V).
  */
 export function attention(
   b: GraphBuilder,
-  name: string,
   x: SymTensor,
   context: SymTensor | undefined,
   spec: AttentionSpec,
 ): SymTensor {
-  return b.scope(name, () => {
-    const c = x.dim(-1);
-    const inner = c;
-    const q = linear(b, 'to_q', x, inner, spec.qkvBias);
-    let k: SymTensor;
-    let v: SymTensor;
-    if (context) {
-      k = linear(b, 'to_k', context, inner, spec.qkvBias);
-      v = linear(b, 'to_v', context, inner, spec.qkvBias);
-    } else {
-      const pk = projection(b, 'to_k', c, inner, spec.qkvBias);
-      const pv = projection(b, 'to_v', c, inner, spec.qkvBias);
-      const w = F.concat([pk.w, pv.w], 0);
-      const bias = pk.b && pv.b ? F.concat([pk.b, pv.b], 0) : null;
-      let kv = F.linear(x, w, bias);
-      kv = b.hooks.selfAttentionKV?.({ path: b.path, kv }) ?? kv;
-      [k, v] = F.split(kv, [inner, inner], -1) as [SymTensor, SymTensor];
-    }
-    const out = F.attention(q, k, v, spec.heads);
-    // to_out.1 is dropout
-    return b.scope('to_out', () => linear(b, '0', out, c));
-  });
+  const c = x.dim(-1);
+  const inner = c;
+  const q = linear(b, 'to_q', x, inner, spec.qkvBias);
+  let k: SymTensor;
+  let v: SymTensor;
+  if (context) {
+    k = linear(b, 'to_k', context, inner, spec.qkvBias);
+    v = linear(b, 'to_v', context, inner, spec.qkvBias);
+  } else {
+    const pk = projection(b, 'to_k', c, inner, spec.qkvBias);
+    const pv = projection(b, 'to_v', c, inner, spec.qkvBias);
+    const w = F.concat([pk.w, pv.w], 0);
+    const bias = pk.b && pv.b ? F.concat([pk.b, pv.b], 0) : null;
+    let kv = F.linear(x, w, bias);
+    kv = b.hooks.selfAttentionKV?.({ path: b.path, kv }) ?? kv;
+    [k, v] = F.split(kv, [inner, inner], -1) as [SymTensor, SymTensor];
+  }
+  const out = F.attention(q, k, v, spec.heads);
+  // to_out.1 is dropout
+  return b.scope('to_out', () => linear(b, '0', out, c));
 }
 
 /** FeedForward with GEGLU: net.0.proj → hidden · gelu(gate), then net.2 (net.1 is dropout). */
@@ -66,9 +64,22 @@ export function feedForward(b: GraphBuilder, x: SymTensor, mult = 4): SymTensor 
 }
 
 /** BasicTransformerBlock (layer_norm, self-attention, cross-attention, GEGLU feed-forward). */
-export function basicTransformerBlock(b: GraphBuilder, x: SymTensor, context: SymTensor, heads: number): SymTensor {
+export function basicTransformerBlock(
+  b: GraphBuilder,
+  x: SymTensor,
+  context: SymTensor,
+  heads: number,
+): SymTensor {
   const spec = { heads, qkvBias: false };
-  let h = F.add(attention(b, 'attn1', layerNorm(b, 'norm1', x, 1e-5), undefined, spec), x);
-  h = F.add(attention(b, 'attn2', layerNorm(b, 'norm2', h, 1e-5), context, spec), h);
+  const n1 = layerNorm(b, 'norm1', x, 1e-5);
+  let h = F.add(
+    b.scope('attn1', () => attention(b, n1, undefined, spec)),
+    x,
+  );
+  const n2 = layerNorm(b, 'norm2', h, 1e-5);
+  h = F.add(
+    b.scope('attn2', () => attention(b, n2, context, spec)),
+    h,
+  );
   return F.add(feedForward(b, layerNorm(b, 'norm3', h, 1e-5)), h);
 }
