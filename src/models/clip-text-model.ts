@@ -59,7 +59,7 @@ export function pooledPositions(
       for (let i = 1; i < length; i++) if (row[i]! > row[at]!) at = i;
     } else {
       const i = row.indexOf(eos);
-      at = i < 0 ? 0 : i;
+      at = Math.max(i, 0); // no eos: argmax over all-false is 0
     }
     out.push(at);
   }
