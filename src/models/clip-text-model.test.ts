@@ -179,6 +179,13 @@ describe('CLIP text encoders against the transformers 4.36 fixtures (clip-tiny)'
     });
   });
 
+  test('an unknown device is rejected at load time', async () => {
+    await assert.rejects(
+      CLIPTextModel.fromPretrained(TE1(), { device: 'tpu' }),
+      /device 'tpu': expected 'cpu'/,
+    );
+  });
+
   test('unused weight: CLIPTextModel on a folder with text_projection', async () => {
     await assert.rejects(CLIPTextModel.fromPretrained(TE2()), (e: Error) => {
       assert.match(e.message, /text_encoder_2/);

@@ -2,7 +2,7 @@
 // Module scopes mirror transformers' module tree, so every parameter is looked up by its checkpoint key.
 import { GraphCache, toTensor } from '../graph/graph-cache.js';
 import type { HostTensor } from '../graph/runner.js';
-import type { EngineOptions } from '../graph/session.js';
+import { type EngineOptions, executionProviders } from '../graph/session.js';
 import { loadComponent } from '../io/diffusers-folder.js';
 import type { Int64Tensor, Tensor } from '../io/tensor.js';
 import type { WeightStore } from '../io/weights.js';
@@ -137,6 +137,7 @@ class CLIPTextEncoder {
     withProjection: boolean,
     cls: string,
   ): Promise<CLIPTextEncoder> {
+    executionProviders(opts.device); // an unknown or missing device fails here, not at the first forward
     const component = await loadComponent(dir, { variant: opts.variant });
     const config = parseCLIPTextConfig(component.config, component.configPath);
     // Check every weight key and shape now, not at the first forward: building is cheap (no bytes are read).
