@@ -14,6 +14,8 @@ export interface HostTensor {
 }
 
 export interface RunHooks {
+  /** Supplies graph inputs missing from the feeds, right before the first segment that reads them. */
+  input?(info: OnnxValueInfo): HostTensor;
   /** Called at each exchange point with this rank's local tensors; returns the assembled inputs. */
   exchange?(marker: ExchangeMarker, locals: HostTensor[]): Promise<HostTensor[]> | HostTensor[];
   /**
@@ -99,8 +101,7 @@ export class CompiledGraph {
   }
 
   async run(feeds: Readonly<Record<string, HostTensor>>, hooks: RunHooks = {}): Promise<Record<string, HostTensor>> {
-    for (const i of this.plan.inputs) {
-      const f = feeds[i.name];
+    const check = (i: OnnxValueInfo, f: HostTensor | undefined): HostTensor => {
       if (!f) throw new Error(`graph ${this.plan.name}: missing input '${i.name}' [${i.shape.join(', ')}]`);
       if (!sameShape(f.shape, i.shape)) {
         throw new Error(
@@ -110,7 +111,9 @@ export class CompiledGraph {
       if (f.data.length !== count(f.shape)) {
         throw new Error(`graph ${this.plan.name}: input '${i.name}' holds ${f.data.length} values for shape [${f.shape.join(', ')}]`);
       }
-    }
+      return f;
+    };
+    for (const i of this.plan.inputs) if (!hooks.input || feeds[i.name]) check(i, feeds[i.name]);
     const extra = Object.keys(feeds).filter((k) => !this.plan.inputs.some((i) => i.name === k));
     if (extra.length > 0) throw new Error(`graph ${this.plan.name}: unknown input(s) ${extra.join(', ')}`);
 
@@ -134,7 +137,8 @@ export class CompiledGraph {
       if (seg.session) {
         const ortFeeds: Record<string, ort.Tensor> = {};
         for (const i of p.inputs) {
-          const v = i.source === 'graph-input' ? feeds[i.name] : values.get(i.name);
+          const v =
+            i.source === 'graph-input' ? (feeds[i.name] ?? check(i, hooks.input?.(i))) : values.get(i.name);
           if (!v) throw new Error(`graph ${this.plan.name}: segment ${p.index} (${p.path}) lacks input '${i.name}'`);
           ortFeeds[i.name] = toOrt(v);
         }

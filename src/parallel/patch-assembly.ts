@@ -1,0 +1,186 @@
+// Turns the peers' published pieces into the tensors a rank's graph reads: conv halo rows, the whole
+// image's K/V, GroupNorm statistics over the whole image. Sync steps assemble fresh pieces (this step);
+// async steps assemble stale ones (the previous step, or the last synchronous step in no_sync).
+import type { ExchangeMarker } from '../graph/builder.js';
+import type { HostTensor } from '../graph/runner.js';
+import type { SyncMode } from './config.js';
+import { type ExchangePoint, freshName } from './patch-hooks.js';
+import type { SharedExchange } from './shared-exchange.js';
+
+const f32 = Math.fround;
+
+/** Weighted mean of per-member moments; equal weights sum first and divide once, as distrifuser does. */
+export function combineMoments(pieces: readonly Float32Array[], weights: readonly number[], out: Float32Array): Float32Array {
+  const equal = weights.every((w) => w === weights[0]);
+  for (let i = 0; i < out.length; i++) {
+    let acc = 0;
+    if (equal) {
+      for (const p of pieces) acc = f32(acc + p[i]!);
+      out[i] = f32(acc / pieces.length);
+    } else {
+      pieces.forEach((p, k) => {
+        acc = f32(acc + f32(p[i]! * weights[k]!));
+      });
+      out[i] = acc;
+    }
+  }
+  return out;
+}
+
+export interface PatchAssemblerOptions {
+  exchange: SharedExchange;
+  points: readonly ExchangePoint[];
+  member: number;
+  members: number;
+  mode: SyncMode;
+  warmupSteps: number;
+}
+
+export class PatchAssembler {
+  private readonly buffers = new Map<string, Float32Array>();
+  private readonly byFresh = new Map<string, ExchangePoint>();
+
+  constructor(private readonly o: PatchAssemblerOptions) {
+    for (const p of o.points) this.byFresh.set(freshName(p), p);
+  }
+
+  private buffer(name: string, n: number): Float32Array {
+    let b = this.buffers.get(name);
+    if (!b || b.length !== n) {
+      b = new Float32Array(n);
+      this.buffers.set(name, b);
+    }
+    return b;
+  }
+
+  private point(id: number, what: string): ExchangePoint {
+    const p = this.o.points[id];
+    if (!p) throw new Error(`exchange: unknown point ${id} (${what})`);
+    return p;
+  }
+
+  /** A synchronous cut: publish this rank's piece for `step`, wait for every peer's, assemble. */
+  exchangeSync(marker: ExchangeMarker, locals: readonly HostTensor[], step: number): HostTensor[] {
+    const p = this.point(Number(marker.meta.point), marker.path);
+    const local = locals[0]!.data as Float32Array;
+    this.o.exchange.publish(p, step, local);
+    const pieces = Array.from({ length: this.o.members }, (_, k) =>
+      k === this.o.member ? local : this.o.exchange.read(p, k, step),
+    );
+    const out = marker.assembled.map((a) => ({ name: a.name, shape: a.shape }));
+    switch (p.kind) {
+      case 'halo': {
+        const j = this.o.member;
+        const res: HostTensor[] = [];
+        if (j > 0) res.push({ data: this.haloRows(`${out[0]!.name}`, p, pieces[j - 1]!, 'bottom'), shape: out[0]!.shape });
+        if (j < this.o.members - 1) {
+          const o = out[res.length]!;
+          res.push({ data: this.haloRows(o.name, p, pieces[j + 1]!, 'top'), shape: o.shape });
+        }
+        return res;
+      }
+      case 'kv':
+        return [{ data: this.tokens(out[0]!.name, p, pieces, 0, this.o.members), shape: out[0]!.shape }];
+      case 'gn':
+        return [{ data: combineMoments(pieces, p.weights, this.buffer(out[0]!.name, local.length)), shape: out[0]!.shape }];
+    }
+  }
+
+  /** The step whose data async step `step` reads: the previous one, frozen at the last sync step in no_sync. */
+  staleStep(step: number): number {
+    return this.o.mode === 'no_sync' ? Math.min(step - 1, this.o.warmupSteps) : step - 1;
+  }
+
+  /** A `stale:<point>:<what>` graph input of an async step. */
+  staleInput(name: string, step: number, shape: readonly number[]): HostTensor {
+    const m = /^stale:(\d+):(\w+)$/.exec(name);
+    if (!m) throw new Error(`exchange: unexpected graph input '${name}'`);
+    const p = this.point(Number(m[1]), name);
+    const what = m[2]!;
+    const s = this.staleStep(step);
+    const j = this.o.member;
+    const ex = this.o.exchange;
+    const n = shape.reduce((a, b) => a * b, 1);
+    let data: Float32Array;
+    switch (what) {
+      case 'above':
+        data = this.haloRows(name, p, ex.read(p, j - 1, s), 'bottom');
+        break;
+      case 'below':
+        data = this.haloRows(name, p, ex.read(p, j + 1, s), 'top');
+        break;
+      case 'before':
+      case 'after': {
+        const [from, to] = what === 'before' ? [0, j] : [j + 1, this.o.members];
+        const pieces = Array.from({ length: this.o.members }, (_, k) => (k >= from && k < to ? ex.read(p, k, s) : undefined));
+        data = this.tokens(name, p, pieces, from, to);
+        break;
+      }
+      case 'full':
+        data = combineMoments(
+          Array.from({ length: this.o.members }, (_, k) => ex.read(p, k, s)),
+          p.weights,
+          this.buffer(name, n),
+        );
+        break;
+      case 'own':
+        data = this.buffer(name, n);
+        data.set(ex.read(p, j, s));
+        break;
+      case 'others': {
+        const ks = Array.from({ length: this.o.members }, (_, k) => k).filter((k) => k !== j);
+        const pieces = ks.map((k) => ex.read(p, k, s));
+        const equal = p.weights.every((w) => w === p.weights[0]);
+        data = this.buffer(name, n);
+        for (let i = 0; i < n; i++) {
+          let v = 0;
+          pieces.forEach((piece, q) => {
+            v = f32(v + (equal ? piece[i]! : f32(piece[i]! * p.weights[ks[q]!]!)));
+          });
+          data[i] = equal ? f32(v / this.o.members) : v;
+        }
+        break;
+      }
+      default:
+        throw new Error(`exchange: unexpected graph input '${name}'`);
+    }
+    if (data.length !== n) throw new Error(`exchange: '${name}' assembled ${data.length} values for shape [${shape.join(', ')}]`);
+    return { data, shape };
+  }
+
+  /** Publishes an async step's fresh output; false when the name is not an exchange output. */
+  publishFresh(name: string, t: HostTensor, step: number): boolean {
+    const p = this.byFresh.get(name);
+    if (!p) return false;
+    this.o.exchange.publish(p, step, t.data as Float32Array);
+    return true;
+  }
+
+  /** Halo rows [B, C, p, W] out of a neighbour's edge piece [B, C, 2p, W] (top edge rows first). */
+  private haloRows(name: string, p: ExchangePoint, piece: Float32Array, edge: 'top' | 'bottom'): Float32Array {
+    const rowLen = p.cols * p.pad;
+    const out = this.buffer(name, p.batch * p.channels * rowLen);
+    for (let bc = 0; bc < p.batch * p.channels; bc++) {
+      const src = bc * 2 * rowLen + (edge === 'bottom' ? rowLen : 0);
+      out.set(piece.subarray(src, src + rowLen), bc * rowLen);
+    }
+    return out;
+  }
+
+  /** Tokens of members [from, to) concatenated per batch entry: [B, Σ tokens, width]. */
+  private tokens(name: string, p: ExchangePoint, pieces: ReadonlyArray<Float32Array | undefined>, from: number, to: number): Float32Array {
+    const width = p.channels;
+    let total = 0;
+    for (let k = from; k < to; k++) total += p.rowsPerMember[k]!;
+    const out = this.buffer(name, p.batch * total * width);
+    for (let b = 0; b < p.batch; b++) {
+      let at = b * total * width;
+      for (let k = from; k < to; k++) {
+        const len = p.rowsPerMember[k]! * width;
+        out.set(pieces[k]!.subarray(b * len, (b + 1) * len), at);
+        at += len;
+      }
+    }
+    return out;
+  }
+}
