@@ -25,6 +25,8 @@ export interface UNetConfig {
   downsamplePadding: number;
   midBlockScaleFactor: number;
   linearProjection: boolean;
+  /** Default latent size [h, w] (sample_size); pipelines default to this times the VAE factor. */
+  sampleSize: [number, number];
   /** SDXL's micro-conditioning: 'text_time' adds pooled text embeds + size/crop ids to the time embedding. */
   additionEmbed?: { timeEmbedDim: number; inputDim: number };
   /** Keys in the file that this implementation did not need. */
@@ -69,7 +71,7 @@ export function parseUNetConfig(json: JsonObject, file: string): UNetConfig {
   r.expect('reverse_transformer_layers_per_block', null);
   // Computed in float32 throughout, so upcasting attention changes nothing.
   r.expect('upcast_attention', null, false, true);
-  r.ignore('dropout', 'sample_size', 'addition_embed_type_num_heads');
+  r.ignore('dropout', 'addition_embed_type_num_heads');
 
   const crossAttentionDim = r.int('cross_attention_dim');
   const numHeads = r.has('num_attention_heads') ? 'num_attention_heads' : 'attention_head_dim';
@@ -96,6 +98,7 @@ export function parseUNetConfig(json: JsonObject, file: string): UNetConfig {
     downsamplePadding: r.int('downsample_padding', 1),
     midBlockScaleFactor: r.number('mid_block_scale_factor', 1),
     linearProjection: r.bool('use_linear_projection', false),
+    sampleSize: sampleSize(r),
     ignoredKeys: [],
   };
   if (additionType === 'text_time') {
@@ -120,4 +123,13 @@ export function parseUNetConfig(json: JsonObject, file: string): UNetConfig {
 /** Number of 2x downsamplings: latent sizes must be divisible by 2^this for an exact round trip. */
 export function downsampleCount(c: UNetConfig): number {
   return c.downBlockTypes.length - 1;
+}
+
+function sampleSize(r: ConfigReader): [number, number] {
+  if (!r.has('sample_size')) {
+    r.ignore('sample_size');
+    return [64, 64];
+  }
+  const [h, w] = r.intPerBlock('sample_size', 2);
+  return [h!, w!];
 }
