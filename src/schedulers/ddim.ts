@@ -59,10 +59,17 @@ export class DDIMScheduler implements Scheduler {
 
   reset(): void {}
 
-  step(modelOutput: Float32Array, timestep: number, sample: Float32Array, opts: StepOptions = {}): StepResult {
+  step(
+    modelOutput: Float32Array,
+    timestep: number,
+    sample: Float32Array,
+    opts: StepOptions = {},
+  ): StepResult {
     if (this.numInferenceSteps === 0) throw new Error('DDIM: call setTimesteps before step');
     if (modelOutput.length !== sample.length) {
-      throw new Error(`DDIM.step: model output has ${modelOutput.length} values, sample has ${sample.length}`);
+      throw new Error(
+        `DDIM.step: model output has ${modelOutput.length} values, sample has ${sample.length}`,
+      );
     }
     const ac = this.alphasCumprod;
     if (!Number.isInteger(timestep) || timestep < 0 || timestep >= ac.length) {

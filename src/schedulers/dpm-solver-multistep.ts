@@ -13,6 +13,8 @@ import {
   sigmasFromAlphasCumprod,
   sigmaToT,
   type TimestepSpacing,
+  torchExpf,
+  torchLogf,
 } from './noise-schedule.js';
 import type { PredictionType, Scheduler, StepResult } from './scheduler.js';
 
@@ -49,7 +51,7 @@ interface Point {
 function point(s: number): Point {
   const alpha = f32(1 / f32(Math.sqrt(f32(f32(s * s) + 1))));
   const sigma = f32(s * alpha);
-  return { alpha, sigma, lambda: f32(f32(Math.log(alpha)) - f32(Math.log(sigma))) };
+  return { alpha, sigma, lambda: f32(torchLogf(alpha) - torchLogf(sigma)) };
 }
 
 export class DPMSolverMultistepScheduler implements Scheduler {
@@ -96,9 +98,7 @@ export class DPMSolverMultistepScheduler implements Scheduler {
     const ac = this.alphasCumprod;
     let clipped = 0;
     for (let i = ac.length - 1; i >= 0; i--) {
-      const lambda = f32(
-        f32(Math.log(f32(Math.sqrt(ac[i]!)))) - f32(Math.log(f32(Math.sqrt(f32(1 - ac[i]!))))),
-      );
+      const lambda = f32(torchLogf(f32(Math.sqrt(ac[i]!))) - torchLogf(f32(Math.sqrt(f32(1 - ac[i]!)))));
       if (lambda >= c.lambdaMinClipped) break;
       clipped++;
     }
@@ -108,12 +108,16 @@ export class DPMSolverMultistepScheduler implements Scheduler {
   setTimesteps(numInferenceSteps: number): void {
     const c = this.config;
     const n = numInferenceSteps;
-    if (!Number.isInteger(n) || n < 1) throw new Error(`DPM-Solver: numInferenceSteps must be a positive integer, got ${n}`);
+    if (!Number.isInteger(n) || n < 1)
+      throw new Error(`DPM-Solver: numInferenceSteps must be a positive integer, got ${n}`);
     const last = this.lastTimestep();
     let ts: number[];
     switch (c.timestepSpacing) {
       case 'linspace':
-        ts = npLinspace(0, last - 1, n + 1).map(roundHalfEven).reverse().slice(0, -1);
+        ts = npLinspace(0, last - 1, n + 1)
+          .map(roundHalfEven)
+          .reverse()
+          .slice(0, -1);
         break;
       case 'leading': {
         const ratio = Math.floor(last / (n + 1));
@@ -156,7 +160,9 @@ export class DPMSolverMultistepScheduler implements Scheduler {
   step(modelOutput: Float32Array, timestep: number, sample: Float32Array): StepResult {
     if (this.sig.length === 0) throw new Error('DPM-Solver: call setTimesteps before step');
     if (modelOutput.length !== sample.length) {
-      throw new Error(`DPM-Solver.step: model output has ${modelOutput.length} values, sample has ${sample.length}`);
+      throw new Error(
+        `DPM-Solver.step: model output has ${modelOutput.length} values, sample has ${sample.length}`,
+      );
     }
     const c = this.config;
     const idx = this.currentIndex(timestep);
@@ -215,9 +221,9 @@ export class DPMSolverMultistepScheduler implements Scheduler {
   /** (sample coefficient, D0 coefficient); the update subtracts the second times D0. */
   private baseCoefficients(t: Point, s0: Point, h: number): [number, number] {
     if (this.config.algorithmType === 'dpmsolver++') {
-      return [f32(t.sigma / s0.sigma), f32(t.alpha * f32(f32(Math.exp(-h)) - 1))];
+      return [f32(t.sigma / s0.sigma), f32(t.alpha * f32(torchExpf(-h) - 1))];
     }
-    return [f32(t.alpha / s0.alpha), f32(t.sigma * f32(f32(Math.exp(h)) - 1))];
+    return [f32(t.alpha / s0.alpha), f32(t.sigma * f32(torchExpf(h) - 1))];
   }
 
   private secondOrder(sample: Float32Array, idx: number): Float32Array {
@@ -233,8 +239,8 @@ export class DPMSolverMultistepScheduler implements Scheduler {
     // Coefficient c of D1 in x_t = ca·x - cb·D0 + c·D1.
     let cd: number;
     if (this.config.solverType === 'midpoint') cd = -f32(0.5 * cb);
-    else if (plus) cd = f32(t.alpha * f32(f32(f32(f32(Math.exp(-h)) - 1) / h) + 1));
-    else cd = -f32(t.sigma * f32(f32(f32(f32(Math.exp(h)) - 1) / h) - 1));
+    else if (plus) cd = f32(t.alpha * f32(f32(f32(torchExpf(-h) - 1) / h) + 1));
+    else cd = -f32(t.sigma * f32(f32(f32(torchExpf(h) - 1) / h) - 1));
     const out = new Float32Array(sample.length);
     for (let i = 0; i < out.length; i++) {
       const d1 = f32(invR0 * f32(m0[i]! - m1[i]!));
@@ -258,7 +264,7 @@ export class DPMSolverMultistepScheduler implements Scheduler {
     const w2 = f32(1 / f32(r0 + r1));
     const [ca, cb] = this.baseCoefficients(t, s0, h);
     const plus = this.config.algorithmType === 'dpmsolver++';
-    const e = f32(Math.exp(plus ? -h : h));
+    const e = torchExpf(plus ? -h : h);
     const em1 = f32(e - 1);
     const hh = f32(h * h);
     // x_t = ca·x - cb·D0 + c1·D1 + c2·D2 (signs folded into c1, c2).

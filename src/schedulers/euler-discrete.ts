@@ -84,7 +84,8 @@ export class EulerDiscreteScheduler implements Scheduler {
   private currentIndex(timestep: number): number {
     if (this.stepIndex === undefined) {
       const hits = this.ts.flatMap((t, i) => (t === timestep ? [i] : []));
-      if (hits.length === 0) throw new Error(`Euler: timestep ${timestep} is not in the schedule [${this.ts.join(', ')}]`);
+      if (hits.length === 0)
+        throw new Error(`Euler: timestep ${timestep} is not in the schedule [${this.ts.join(', ')}]`);
       this.stepIndex = hits.length > 1 ? hits[1]! : hits[0]!;
     }
     return this.stepIndex;
@@ -96,13 +97,21 @@ export class EulerDiscreteScheduler implements Scheduler {
     return sample.map((x) => x / d);
   }
 
-  step(modelOutput: Float32Array, timestep: number, sample: Float32Array, opts: StepOptions = {}): StepResult {
+  step(
+    modelOutput: Float32Array,
+    timestep: number,
+    sample: Float32Array,
+    opts: StepOptions = {},
+  ): StepResult {
     if (this.sig.length === 0) throw new Error('Euler: call setTimesteps before step');
     if (modelOutput.length !== sample.length) {
-      throw new Error(`Euler.step: model output has ${modelOutput.length} values, sample has ${sample.length}`);
+      throw new Error(
+        `Euler.step: model output has ${modelOutput.length} values, sample has ${sample.length}`,
+      );
     }
     const idx = this.currentIndex(timestep);
-    if (idx >= this.ts.length) throw new Error(`Euler.step: all ${this.ts.length} steps are done; call reset()`);
+    if (idx >= this.ts.length)
+      throw new Error(`Euler.step: all ${this.ts.length} steps are done; call reset()`);
     // diffusers draws churn noise on every step even when churn is 0; keep the generator stream in step.
     opts.generator?.randn(modelOutput.length);
     const sigma = this.sig[idx]!;

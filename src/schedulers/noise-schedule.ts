@@ -13,7 +13,7 @@ function nextFloat(r: number, dir: number): number {
   if (r === 0) return dir > 0 ? 1.401298464324817e-45 : -1.401298464324817e-45;
   fmaView.setFloat32(0, r);
   const b = fmaView.getUint32(0);
-  fmaView.setUint32(0, (r > 0) === (dir > 0) ? b + 1 : b - 1);
+  fmaView.setUint32(0, r > 0 === dir > 0 ? b + 1 : b - 1);
   return fmaView.getFloat32(0);
 }
 
@@ -31,7 +31,7 @@ export function fmaf(a: number, b: number, c: number): number {
   if (err === 0 || r === s) return r;
   const other = nextFloat(r, s > r ? 1 : -1);
   if ((r + other) / 2 !== s) return r;
-  return (err > 0) === other > r ? other : r;
+  return err > 0 === other > r ? other : r;
 }
 
 /**
@@ -59,6 +59,85 @@ export function torchLinspaceF32(start: number, end: number, steps: number): Flo
   }
   for (; i < steps; i++) out[i] = at(i);
   return out;
+}
+
+// torch's CPU log / exp of float32 tensors (even 0-d ones) are SLEEF's 1-ulp AVX2 kernels (Sleef_logf8_u10,
+// Sleef_expf8_u10), not libm. DPM-Solver's λ = log α - log σ and e^{-h} need them to match to the bit.
+
+type DoubleFloat = [number, number];
+const ldView = new DataView(new ArrayBuffer(4));
+
+function floatBits(x: number): number {
+  ldView.setFloat32(0, x);
+  return ldView.getInt32(0);
+}
+
+function bitsFloat(b: number): number {
+  ldView.setInt32(0, b | 0);
+  return ldView.getFloat32(0);
+}
+
+/** Exact x + y as a double-float (SLEEF dfadd2). */
+function dfSum(x: number, y: number): DoubleFloat {
+  const s = f32(x + y);
+  const v = f32(s - x);
+  return [s, f32(f32(x - f32(s - v)) + f32(y - v))];
+}
+
+/** SLEEF dfdiv with FMA. */
+function dfDiv(n: DoubleFloat, d: DoubleFloat): DoubleFloat {
+  const t = f32(1 / d[0]);
+  const s = f32(n[0] * t);
+  const u = fmaf(t, n[0], -s);
+  const v = fmaf(-d[1], t, fmaf(-d[0], t, 1));
+  return [s, fmaf(s, v, fmaf(n[1], t, u))];
+}
+
+/** log of a positive normal float32, as SLEEF's xlogf_u1 computes it with FMA. */
+export function torchLogf(d: number): number {
+  if (!(d >= 1.1754943508222875e-38) || d === Infinity) return f32(Math.log(d)); // not needed here
+  const e = ((floatBits(f32(d * f32(1 / 0.75))) >>> 23) & 0xff) - 0x7f;
+  const m = bitsFloat(floatBits(d) - (e << 23));
+  // s = e · ln 2 as a double-float
+  const ln2hi = f32(0.6931471824645996);
+  const ln2lo = f32(-1.904654323148236e-9);
+  let sx = f32(ln2hi * e);
+  let sy = fmaf(ln2lo, e, fmaf(ln2hi, e, -sx));
+  const x = dfDiv(dfSum(-1, m), dfSum(1, m));
+  const x2 = f32(x[0] * x[0]);
+  let t = fmaf(f32(0.3027294874), x2, f32(0.3996108174));
+  t = fmaf(t, x2, f32(0.666669488));
+  // s += 2x (double-float add), then s += x^3 t
+  const s1 = f32(sx + f32(x[0] * 2));
+  sy = f32(f32(f32(f32(sx - s1) + f32(x[0] * 2)) + sy) + f32(x[1] * 2));
+  sx = s1;
+  const r = f32(f32(x2 * x[0]) * t);
+  const s2 = f32(sx + r);
+  sy = f32(f32(f32(sx - s2) + r) + sy);
+  return f32(s2 + sy);
+}
+
+function roundEven(x: number): number {
+  const r = Math.round(x);
+  return Math.abs(x % 1) === 0.5 && r % 2 !== 0 ? r - 1 : r;
+}
+
+/** exp of a float32, as SLEEF's xexpf computes it with FMA. */
+export function torchExpf(d: number): number {
+  if (d < -104) return 0;
+  if (d > 100) return Infinity;
+  const q = roundEven(f32(d * f32(Math.LOG2E)));
+  let s = fmaf(q, f32(-0.693145751953125), d);
+  s = fmaf(q, f32(-0.000001428606765330187), s);
+  let u = f32(0.00019852761761285365);
+  for (const c of [0.0013930435525253415, 0.008333360776305199, 0.041666485369205475]) {
+    u = fmaf(u, s, f32(c));
+  }
+  u = fmaf(u, s, f32(0.1666666716337204));
+  u = fmaf(u, s, 0.5);
+  u = f32(1 + fmaf(f32(s * s), u, s));
+  const half = q >> 1;
+  return f32(f32(u * bitsFloat((half + 0x7f) << 23)) * bitsFloat((q - half + 0x7f) << 23));
 }
 
 // ---------------------------------------------------------------- betas and alphas_cumprod
@@ -109,8 +188,7 @@ export function sigmasFromAlphasCumprod(ac: Float32Array): Float32Array {
 
 /** numpy's round: half to even. */
 export function roundHalfEven(x: number): number {
-  const r = Math.round(x);
-  return Math.abs(x % 1) === 0.5 && r % 2 !== 0 ? r - 1 : r;
+  return roundEven(x);
 }
 
 /** np.linspace(start, stop, num) in float64 (endpoint included). */
@@ -165,15 +243,13 @@ export function sigmaToT(sigma: number, logSigmas: Float32Array): number {
   return f32(1 - w) * low + w * (low + 1);
 }
 
-// numpy >= 1.20 computes float32 log on x86 (AVX2+FMA3 and AVX512F alike) with a rational approximation,
+// numpy >= 1.2 computes float32 log on x86 (AVX2+FMA3 and AVX512F alike) with a rational approximation,
 // not libm: up to 3.8 ulp from the true value. Karras timesteps depend on it, so we reproduce it.
 const NP_LOG_P = [
-  2.589979117907922693523e-2, 3.808837741388407920751e-1, 1.480000633576506585156, 2.112677543073053063722,
-  9.999999999999998702752e-1, 0,
+  0.025899791179079226, 0.3808837741388408, 1.4800006335765066, 2.112677543073053, 0.9999999999999999, 0,
 ].map(f32);
 const NP_LOG_Q = [
-  5.875095403124574342950e-3, 1.546476374983906719538e-1, 9.864942958519418960339e-1, 2.453006071784736363091,
-  2.612677543073109236779, 1,
+  0.005875095403124574, 0.15464763749839067, 0.9864942958519419, 2.453006071784736, 2.6126775430731093, 1,
 ].map(f32);
 const SQRT1_2F = f32(Math.SQRT1_2);
 const LN2F = f32(Math.LN2);

@@ -90,7 +90,8 @@ export class Generator {
 
   /** n standard normals in the order torch.randn fills a contiguous float32 tensor of n elements. */
   randn(n: number): Float32Array {
-    if (!Number.isInteger(n) || n < 0) throw new Error(`randn: element count must be a non-negative integer, got ${n}`);
+    if (!Number.isInteger(n) || n < 0)
+      throw new Error(`randn: element count must be a non-negative integer, got ${n}`);
     const out = new Float32Array(n);
     if (n >= 16) {
       for (let i = 0; i < n; i++) out[i] = this.uniformFloat();
@@ -162,12 +163,12 @@ function normalFill16(data: Float32Array, o: number): void {
 
 // avx_mathfun.h constants, rounded to float32 as the C initialisers are.
 const LOG_P = [
-  7.0376836292e-2, -1.151461031e-1, 1.167699874e-1, -1.2420140846e-1, 1.4249322787e-1, -1.6668057665e-1,
-  2.0000714765e-1, -2.4999993993e-1, 3.3333331174e-1,
+  0.070376836292, -0.1151461031, 0.1167699874, -0.12420140846, 0.14249322787, -0.16668057665, 0.20000714765,
+  -0.24999993993, 0.33333331174,
 ].map(f32);
 const LOG_Q1 = f32(-2.1219444e-4);
 const LOG_Q2 = f32(0.693359375);
-const SQRTHF = f32(0.707106781186547524);
+const SQRTHF = f32(Math.SQRT1_2);
 const bitsView = new DataView(new ArrayBuffer(4));
 
 /** log256_ps for one positive normal float32 (u1 is in (0, 1]). */
@@ -195,10 +196,10 @@ function log256(v: number): number {
 
 const FOPI = f32(1.27323954473516);
 const DP1 = f32(-0.78515625);
-const DP2 = f32(-2.4187564849853515625e-4);
-const DP3 = f32(-3.77489497744594108e-8);
-const COS_P = [2.443315711809948e-5, -1.388731625493765e-3, 4.166664568298827e-2].map(f32);
-const SIN_P = [-1.9515295891e-4, 8.3321608736e-3, -1.6666654611e-1].map(f32);
+const DP2 = f32(-0.00024187564849853516);
+const DP3 = f32(-3.774894977445941e-8);
+const COS_P = [2.443315711809948e-5, -1.388731625493765e-3, 0.04166664568298827].map(f32);
+const SIN_P = [-1.9515295891e-4, 8.3321608736e-3, -0.16666654611].map(f32);
 const sc = { sin: 0, cos: 0 };
 
 /** sincos256_ps for one float32 (θ in [0, 2π)); writes into `sc`. */

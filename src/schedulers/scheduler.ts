@@ -76,7 +76,8 @@ export class SchedulerConfigReader {
 
   /** A number where null means the fallback too (e.g. -inf, which JSON cannot spell). */
   numberOrNull(key: string, fallback: number): number {
-    return this.json[key] === null ? (this.raw(key), fallback) : this.number(key, fallback);
+    if (this.raw(key) === null) return fallback;
+    return this.number(key, fallback);
   }
 
   optionalNumber(key: string): number | undefined {
@@ -128,11 +129,19 @@ export class SchedulerConfigReader {
   }
 
   /** The beta / timestep fields every scheduler has; defaults are diffusers' per class. */
-  noiseSchedule(defaults: { betaStart: number; betaEnd: number; betaSchedule: BetaSchedule }): NoiseScheduleConfig {
+  noiseSchedule(defaults: {
+    betaStart: number;
+    betaEnd: number;
+    betaSchedule: BetaSchedule;
+  }): NoiseScheduleConfig {
     const numTrainTimesteps = this.int('num_train_timesteps', 1000, 2);
     const trainedBetas = this.numberList('trained_betas');
     if (trainedBetas && trainedBetas.length !== numTrainTimesteps) {
-      this.bad('trained_betas', `[${trainedBetas.length} values]`, `${numTrainTimesteps} values (num_train_timesteps)`);
+      this.bad(
+        'trained_betas',
+        `[${trainedBetas.length} values]`,
+        `${numTrainTimesteps} values (num_train_timesteps)`,
+      );
     }
     return {
       numTrainTimesteps,
@@ -156,7 +165,11 @@ export class SchedulerConfigReader {
 
   /** Dynamic thresholding (Imagen) is for pixel-space models; we do not implement it. */
   noThresholding(): void {
-    this.only('thresholding', false, 'dynamic thresholding is not implemented; it is meant for pixel-space models');
+    this.only(
+      'thresholding',
+      false,
+      'dynamic thresholding is not implemented; it is meant for pixel-space models',
+    );
     this.number('dynamic_thresholding_ratio', 0.995);
     this.number('sample_max_value', 1);
   }
@@ -181,13 +194,18 @@ export function parseDDIMConfig(json: Readonly<Record<string, unknown>>, what = 
   return { config, ignoredKeys: r.ignoredKeys() };
 }
 
-export function parseEulerConfig(json: Readonly<Record<string, unknown>>, what = 'EulerDiscreteScheduler config') {
+export function parseEulerConfig(
+  json: Readonly<Record<string, unknown>>,
+  what = 'EulerDiscreteScheduler config',
+) {
   const r = new SchedulerConfigReader(what, json);
   r.oneOf('interpolation_type', ['linear'] as const, 'linear');
   const predictionType = r.predictionType();
   const timestepType = r.oneOf('timestep_type', ['discrete', 'continuous'] as const, 'discrete');
   if (timestepType === 'continuous' && predictionType === 'v_prediction') {
-    throw new Error(`${what}: "timestep_type" = "continuous" with v_prediction is not supported; expected "discrete"`);
+    throw new Error(
+      `${what}: "timestep_type" = "continuous" with v_prediction is not supported; expected "discrete"`,
+    );
   }
   const config: EulerConfig = {
     ...r.noiseSchedule(DIFFUSERS_BETAS),
@@ -209,7 +227,8 @@ export function parseDPMSolverConfig(
   r.only('use_lu_lambdas', false, 'Lu lambdas are not implemented');
   r.only('variance_type', null, 'learned variance outputs are not supported');
   const solverOrder = r.int('solver_order', 2, 1);
-  if (solverOrder > 3) throw new Error(`${what}: "solver_order" = ${solverOrder} is not supported; expected 1, 2 or 3`);
+  if (solverOrder > 3)
+    throw new Error(`${what}: "solver_order" = ${solverOrder} is not supported; expected 1, 2 or 3`);
   // diffusers maps these foreign values (from DEIS / UniPC configs) instead of failing.
   let algorithmType = r.oneOf('algorithm_type', ['dpmsolver++', 'dpmsolver', 'deis'] as const, 'dpmsolver++');
   if (algorithmType === 'deis') algorithmType = 'dpmsolver++';
@@ -227,7 +246,11 @@ export function parseDPMSolverConfig(
     useKarrasSigmas: r.bool('use_karras_sigmas', false),
     lambdaMinClipped: r.numberOrNull('lambda_min_clipped', -Infinity),
     // Not a 0.24 option: 0.24 behaves as "sigma_min". Later diffusers versions default to "zero".
-    finalSigmasType: r.oneOf('final_sigmas_type', ['sigma_min', 'zero'] as const, 'sigma_min') as FinalSigmasType,
+    finalSigmasType: r.oneOf(
+      'final_sigmas_type',
+      ['sigma_min', 'zero'] as const,
+      'sigma_min',
+    ) as FinalSigmasType,
     // 0.24 reads these in its Karras conversion when the config carries them.
     sigmaMin: r.optionalNumber('sigma_min'),
     sigmaMax: r.optionalNumber('sigma_max'),
