@@ -1,8 +1,13 @@
 // Text side of the CLIP tokenizer: what transformers' slow CLIPTokenizer does to a prompt before BPE when
 // ftfy is not installed (BasicTokenizer(strip_accents=False, do_split_on_punc=False), then the CLIP regex).
 
-/** Python's str.isspace() set; str.split() splits on runs of these. */
-const PY_WHITESPACE = /[\t-\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]+/u;
+import { isUnassignedInUnicode14 } from './clip-tokenizer-unicode14.js';
+
+/**
+ * What Python's str.split() still splits on after cleanText: the other str.isspace() characters are all
+ * Cc (removed) or Zs (already turned into spaces), and NFC never produces one.
+ */
+const PY_WHITESPACE = /[ \u2028\u2029]+/u;
 
 // General category "Other" (Cc, Cf, Cs, Co, Cn): transformers' _is_control is `category.startswith("C")`.
 const OTHER = /^\p{C}$/u;
@@ -31,8 +36,9 @@ function isCjkIdeograph(cp: number): boolean {
 
 /**
  * BasicTokenizer._clean_text followed by _tokenize_chinese_chars: drops NUL, U+FFFD and every "C*" character
- * except tab / newline / carriage return (lone surrogates included, as Python sees them as Cs), turns those
- * three and every Zs character into a space, and pads CJK ideographs with spaces.
+ * except tab / newline / carriage return (lone surrogates included, as Python sees them as Cs; "unassigned"
+ * as of the reference's Unicode 14), turns those three and every Zs character into a space, and pads CJK
+ * ideographs with spaces.
  */
 function cleanText(text: string): string {
   let out = '';
@@ -40,7 +46,7 @@ function cleanText(text: string): string {
   for (const ch of text) {
     const cp = ch.codePointAt(0)!;
     if (ch === '\t' || ch === '\n' || ch === '\r' || SPACE_SEPARATOR.test(ch)) out += ' ';
-    else if (cp === 0 || cp === 0xfffd || OTHER.test(ch)) continue;
+    else if (cp === 0 || cp === 0xfffd || OTHER.test(ch) || isUnassignedInUnicode14(cp)) continue;
     else if (isCjkIdeograph(cp)) out += ` ${ch} `;
     else out += ch;
   }
@@ -60,9 +66,13 @@ export function basicClean(text: string): string {
     .join(' ');
 }
 
-/** `re.findall(self.pat, text)` of tokenization_clip.py. */
+/**
+ * `re.findall(self.pat, text)` of tokenization_clip.py. U+0345 (combining ypogegrammeni, Mn) case-folds to
+ * a letter: Python's `regex` then matches it with no alternative and skips it, while JavaScript's `iu`
+ * matching counts it as a letter. Turning it into a space (which no alternative matches) gives Python's split.
+ */
 export function splitWords(text: string): string[] {
-  return text.match(CLIP_PATTERN) ?? [];
+  return text.replaceAll('\u0345', ' ').match(CLIP_PATTERN) ?? [];
 }
 
 export interface TextPiece {
