@@ -18,9 +18,9 @@ function nextFloat(r: number, dir: number): number {
 }
 
 /**
- * Fused multiply-add of float32 values with a single float32 rounding (C fmaf). The product is exact in
- * double; the sum is rounded once to double, so only a result landing exactly on a float32 midpoint can
- * be double-rounded: the exact rest of the sum then decides.
+ * Fused multiply-add of float32 values (a, b, c must be float32) with a single float32 rounding (C fmaf).
+ * The product is exact in double; the sum is rounded once to double, so only a result landing exactly on a
+ * float32 midpoint can be double-rounded: the exact rest of the sum then decides.
  */
 export function fmaf(a: number, b: number, c: number): number {
   const p = a * b;
