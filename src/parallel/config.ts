@@ -98,6 +98,6 @@ export function rankLayout(c: DistriConfig, classifierFreeGuidance: boolean): Ra
 }
 
 /** distrifuser's counter rule: steps 0..warmupSteps (warmupSteps + 1 of them) are synchronous. */
-export function isSyncStep(c: DistriConfig, step: number): boolean {
-  return c.mode === 'full_sync' || step <= c.warmupSteps;
+export function isSyncStep(c: DistriConfig, step: number, warmupSteps = c.warmupSteps): boolean {
+  return c.mode === 'full_sync' || step <= warmupSteps;
 }

@@ -40,8 +40,24 @@ export class PatchAssembler {
   private readonly buffers = new Map<string, Float32Array>();
   private readonly byFresh = new Map<string, ExchangePoint>();
 
+  private warmupSteps: number;
+  /** The denoising step being run, and its sequence number (monotonic over every run of the pool). */
+  private step = 0;
+  private seq = 0;
+
   constructor(private readonly o: PatchAssemblerOptions) {
     for (const p of o.points) this.byFresh.set(freshName(p), p);
+    this.warmupSteps = o.warmupSteps;
+  }
+
+  /**
+   * Starts a step. Warmup is a per-run setting (the compiled graphs serve any value); `seq` numbers the
+   * exchanges, so a new run never mistakes the last run's data for its own.
+   */
+  begin(step: number, seq: number, warmupSteps: number): void {
+    this.step = step;
+    this.seq = seq;
+    this.warmupSteps = warmupSteps;
   }
 
   private buffer(name: string, n: number): Float32Array {
@@ -60,7 +76,8 @@ export class PatchAssembler {
   }
 
   /** A synchronous cut: publish this rank's piece for `step`, wait for every peer's, assemble. */
-  exchangeSync(marker: ExchangeMarker, locals: readonly HostTensor[], step: number): HostTensor[] {
+  exchangeSync(marker: ExchangeMarker, locals: readonly HostTensor[]): HostTensor[] {
+    const step = this.seq;
     const p = this.point(Number(marker.meta.point), marker.path);
     const local = locals[0]!.data as Float32Array;
     this.o.exchange.publish(p, step, local);
@@ -86,18 +103,22 @@ export class PatchAssembler {
     }
   }
 
-  /** The step whose data async step `step` reads: the previous one, frozen at the last sync step in no_sync. */
-  staleStep(step: number): number {
-    return this.o.mode === 'no_sync' ? Math.min(step - 1, this.o.warmupSteps) : step - 1;
+  /**
+   * The sequence number of the data the current async step reads: the previous step's, frozen at the
+   * last synchronous step in no_sync.
+   */
+  staleSeq(): number {
+    const stale = this.o.mode === 'no_sync' ? Math.min(this.step - 1, this.warmupSteps) : this.step - 1;
+    return this.seq - (this.step - stale);
   }
 
   /** A `stale:<point>:<what>` graph input of an async step. */
-  staleInput(name: string, step: number, shape: readonly number[]): HostTensor {
+  staleInput(name: string, shape: readonly number[]): HostTensor {
     const m = /^stale:(\d+):(\w+)$/.exec(name);
     if (!m) throw new Error(`exchange: unexpected graph input '${name}'`);
     const p = this.point(Number(m[1]), name);
     const what = m[2]!;
-    const s = this.staleStep(step);
+    const s = this.staleSeq();
     const j = this.o.member;
     const ex = this.o.exchange;
     const n = shape.reduce((a, b) => a * b, 1);
@@ -149,10 +170,10 @@ export class PatchAssembler {
   }
 
   /** Publishes an async step's fresh output; false when the name is not an exchange output. */
-  publishFresh(name: string, t: HostTensor, step: number): boolean {
+  publishFresh(name: string, t: HostTensor): boolean {
     const p = this.byFresh.get(name);
     if (!p) return false;
-    this.o.exchange.publish(p, step, t.data as Float32Array);
+    this.o.exchange.publish(p, this.seq, t.data as Float32Array);
     return true;
   }
 

@@ -100,6 +100,8 @@ export class RankPool {
   private readonly workers: Worker[] = [];
   private pending = new Map<number, { resolve: (r: StepReport) => void; reject: (e: Error) => void }>();
   private failure: Error | undefined;
+  /** Sequence number of the next step over all runs: exchange slots are told apart by it. */
+  private seq = 0;
   private closed = false;
   readonly abort = new SharedArrayBuffer(ABORT_WORDS * 4);
 
@@ -265,14 +267,15 @@ export class RankPool {
   /**
    * One UNet call across the ranks: `feeds` hold the whole batch at full size. Returns the gathered output.
    */
-  async step(step: number, feeds: Readonly<Record<string, HostTensor>>): Promise<HostTensor> {
+  async step(step: number, feeds: Readonly<Record<string, HostTensor>>, warmupSteps = this.o.config.warmupSteps): Promise<HostTensor> {
     if (this.failure) throw this.failure;
     if (this.closed) throw new Error('RankPool: used after close()');
     const c = this.o.config;
     const { groupSize, cfgSplit } = this.layout;
-    const sync = c.parallelism === 'patch' && isSyncStep(c, step);
+    const sync = c.parallelism === 'patch' && isSyncStep(c, step, warmupSteps);
     const split = this.splits[this.splits.length > 1 ? step % 2 : 0]!;
     const t0 = performance.now();
+    const seq = this.seq++;
     const replies: Array<Promise<StepReport>> = [];
     const batchPerRank = cfgSplit ? this.o.batch / 2 : this.o.batch;
     for (let rank = 0; rank < c.ranks; rank++) {
@@ -287,7 +290,7 @@ export class RankPool {
       replies.push(
         new Promise<StepReport>((resolve, reject) => {
           this.pending.set(rank, { resolve, reject });
-          this.workers[rank]!.postMessage({ type: 'step', step, sync, feeds: rankFeeds } satisfies ToRank);
+          this.workers[rank]!.postMessage({ type: 'step', step, seq, sync, warmupSteps, feeds: rankFeeds } satisfies ToRank);
         }),
       );
     }

@@ -48,7 +48,9 @@ export interface RankWorkerData {
   fault?: FaultInjection;
 }
 
-export type ToRank = { type: 'step'; step: number; sync: boolean; feeds: Record<string, HostTensor> } | { type: 'close' };
+export type ToRank =
+  | { type: 'step'; step: number; seq: number; sync: boolean; warmupSteps: number; feeds: Record<string, HostTensor> }
+  | { type: 'close' };
 
 export interface StepReport {
   type: 'done';
@@ -139,7 +141,8 @@ function injectFault(step: number): void {
   Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0);
 }
 
-async function runStep(c: Compiled, step: number, sync: boolean, feeds: Record<string, HostTensor>): Promise<StepReport> {
+async function runStep(c: Compiled, m: Extract<ToRank, { type: 'step' }>): Promise<StepReport> {
+  const { step, sync, feeds } = m;
   injectFault(step);
   const t0 = performance.now();
   const job = d.job;
@@ -154,14 +157,15 @@ async function runStep(c: Compiled, step: number, sync: boolean, feeds: Record<s
     ex.bytesPublished = 0;
   }
   const a = c.assembler;
+  a?.begin(step, m.seq, m.warmupSteps);
   const outputName = c.program.output;
   const out = await graph.run(
     feeds,
     a
       ? {
-          exchange: (marker, locals) => a.exchangeSync(marker, locals, step),
-          input: (info) => a.staleInput(info.name, step, info.shape),
-          onOutput: (name, t) => name !== outputName && a.publishFresh(name, t, step),
+          exchange: (marker, locals) => a.exchangeSync(marker, locals),
+          input: (info) => a.staleInput(info.name, info.shape),
+          onOutput: (name, t) => name !== outputName && a.publishFresh(name, t),
         }
       : {},
   );
@@ -197,7 +201,7 @@ async function main(): Promise<void> {
         return;
       }
       try {
-        const report = await runStep(c, m.step, m.sync, m.feeds);
+        const report = await runStep(c, m);
         port.postMessage(report, [report.output.data.buffer as ArrayBuffer]);
       } catch (e) {
         fail(e);

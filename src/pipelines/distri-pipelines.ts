@@ -1,0 +1,133 @@
+// DistriSDXLPipeline / DistriSDPipeline: the single-device pipelines with the UNet split across ranks by
+// DistriFusion (or naive patches). Text encoding, the scheduler and the VAE stay on the calling thread;
+// every UNet call goes to the rank pool.
+import { join } from 'node:path';
+import type { Tensor } from '../io/tensor.js';
+import { distriConfig, type DistriConfig, type DistriConfigInput } from '../parallel/config.js';
+import { RankPool, type StepStats } from '../parallel/rank-pool.js';
+import type { FaultInjection } from '../parallel/rank-worker.js';
+import type { UNetCall } from './denoise.js';
+import type { GenerateOptions, GenerateResult } from './generate-options.js';
+import { StableDiffusionPipeline } from './stable-diffusion.js';
+import { type PipelineOptions, StableDiffusionXLPipeline } from './stable-diffusion-xl.js';
+import { unetRankProgramModule } from './unet-rank-program.js';
+
+type BasePipeline = StableDiffusionXLPipeline | StableDiffusionPipeline;
+
+export interface DistriPipelineOptions extends PipelineOptions {
+  /** Test hook: make one rank fail. */
+  fault?: FaultInjection;
+}
+
+abstract class DistriPipeline<P extends BasePipeline> {
+  readonly config: DistriConfig;
+  private pool: RankPool | undefined;
+  private poolKey = '';
+
+  protected constructor(
+    readonly base: P,
+    config: DistriConfigInput,
+    private readonly unetDir: string,
+    private readonly options: DistriPipelineOptions,
+  ) {
+    this.config = distriConfig(config);
+  }
+
+  /** Per-step timings and exchange figures of the last generate() (one entry per denoising step). */
+  get stats(): readonly StepStats[] {
+    return this.pool?.stats ?? [];
+  }
+
+  private async poolFor(batch: number, cfg: boolean, latentHeight: number, latentWidth: number): Promise<RankPool> {
+    const key = `${batch}:${cfg}`;
+    if (this.pool && this.poolKey === key) return this.pool;
+    await this.pool?.close();
+    this.pool = undefined;
+    this.pool = await RankPool.launch({
+      config: this.config,
+      program: {
+        module: unetRankProgramModule(),
+        args: { modelDir: this.unetDir, ...(this.options.variant ? { variant: this.options.variant } : {}) },
+      },
+      classifierFreeGuidance: cfg,
+      batch,
+      latentHeight,
+      latentWidth,
+      ...(this.options.fault ? { fault: this.options.fault } : {}),
+    });
+    this.poolKey = key;
+    return this.pool;
+  }
+
+  /**
+   * Generates with the DistriConfig's split. `warmupSteps` may be overridden per call: the compiled rank
+   * graphs serve any warmup.
+   */
+  async generate(options: GenerateOptions & { warmupSteps?: number }): Promise<GenerateResult> {
+    const c = this.config;
+    const warmup = options.warmupSteps ?? c.warmupSteps;
+    if (!Number.isInteger(warmup) || warmup < 0) throw new Error(`warmupSteps: expected an integer >= 0, got ${warmup}`);
+    for (const k of ['height', 'width'] as const) {
+      if (options[k] !== undefined && options[k] !== c[k]) {
+        throw new Error(`${k}: this pipeline was configured for ${c[k]} px (DistriConfig.${k}); got ${options[k]}`);
+      }
+    }
+    const unet = this.base.components.unet;
+    const f = this.base.components.vae.scaleFactor;
+    const cfg = (options.guidanceScale ?? this.defaultGuidance) > 1;
+    const call: UNetCall = async (step, inputs) => {
+      const feeds = unet.feeds(inputs);
+      const pool = await this.poolFor(inputs.sample.shape[0]!, cfg, c.height / f, c.width / f);
+      if (step === 0) pool.stats.length = 0;
+      const out = await pool.step(step, feeds, warmup);
+      return { data: out.data as Float32Array, shape: [...out.shape] } satisfies Tensor;
+    };
+    return this.base.generate({ ...options, height: c.height, width: c.width }, call);
+  }
+
+  protected abstract get defaultGuidance(): number;
+
+  /** Stops the ranks; the wrapped single-device pipeline stays usable. */
+  async close(): Promise<void> {
+    await this.pool?.close();
+    this.pool = undefined;
+  }
+
+  async dispose(): Promise<void> {
+    await this.close();
+    await this.base.dispose();
+  }
+}
+
+export class DistriSDXLPipeline extends DistriPipeline<StableDiffusionXLPipeline> {
+  static async fromPretrained(dir: string, config: DistriConfigInput, options: DistriPipelineOptions = {}): Promise<DistriSDXLPipeline> {
+    const { fault: _f, ...load } = options;
+    const base = await StableDiffusionXLPipeline.fromPretrained(dir, load);
+    return new DistriSDXLPipeline(base, config, join(dir, 'unet'), options);
+  }
+
+  /** Wraps an already loaded pipeline whose UNet lives in `unetDir`. */
+  static fromPipeline(base: StableDiffusionXLPipeline, unetDir: string, config: DistriConfigInput, options: DistriPipelineOptions = {}) {
+    return new DistriSDXLPipeline(base, config, unetDir, options);
+  }
+
+  protected get defaultGuidance(): number {
+    return 5;
+  }
+}
+
+export class DistriSDPipeline extends DistriPipeline<StableDiffusionPipeline> {
+  static async fromPretrained(dir: string, config: DistriConfigInput, options: DistriPipelineOptions = {}): Promise<DistriSDPipeline> {
+    const { fault: _f, ...load } = options;
+    const base = await StableDiffusionPipeline.fromPretrained(dir, load);
+    return new DistriSDPipeline(base, config, join(dir, 'unet'), options);
+  }
+
+  static fromPipeline(base: StableDiffusionPipeline, unetDir: string, config: DistriConfigInput, options: DistriPipelineOptions = {}) {
+    return new DistriSDPipeline(base, config, unetDir, options);
+  }
+
+  protected get defaultGuidance(): number {
+    return 7.5;
+  }
+}

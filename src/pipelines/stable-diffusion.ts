@@ -1,0 +1,91 @@
+// diffusers' StableDiffusionPipeline (SD 1.x / 2.x text-to-image) on one device.
+import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { readJson } from '../io/diffusers-folder.js';
+import type { Tensor } from '../io/tensor.js';
+import { AutoencoderKL } from '../models/autoencoder-kl.js';
+import { CLIPTextModel } from '../models/clip-text-model.js';
+import { CLIPTokenizer } from '../models/clip-tokenizer.js';
+import { UNet2DConditionModel } from '../models/unet-2d-condition.js';
+import { type Conditioning, denoise, type UNetCall } from './denoise.js';
+import { asList, checkSize, type GenerateOptions, type GenerateResult, positiveInt } from './generate-options.js';
+import type { PipelineOptions } from './stable-diffusion-xl.js';
+import { concatBatch, repeatEach } from './tensor-ops.js';
+
+export interface SDComponents {
+  unet: UNet2DConditionModel;
+  vae: AutoencoderKL;
+  textEncoder: CLIPTextModel;
+  tokenizer: CLIPTokenizer;
+  schedulerConfig: Readonly<Record<string, unknown>>;
+}
+
+export class StableDiffusionPipeline {
+  constructor(readonly components: SDComponents) {}
+
+  static async fromPretrained(dir: string, options: PipelineOptions = {}): Promise<StableDiffusionPipeline> {
+    await readJson(join(dir, 'model_index.json'));
+    const [unet, vae, textEncoder, tokenizer, schedulerConfig] = await Promise.all([
+      UNet2DConditionModel.fromPretrained(join(dir, 'unet'), options),
+      AutoencoderKL.fromPretrained(join(dir, 'vae'), options),
+      CLIPTextModel.fromPretrained(join(dir, 'text_encoder'), options),
+      CLIPTokenizer.fromPretrained(join(dir, 'tokenizer')),
+      readJson(join(dir, 'scheduler', 'scheduler_config.json')),
+    ]);
+    return new StableDiffusionPipeline({ unet, vae, textEncoder, tokenizer, schedulerConfig });
+  }
+
+  get defaultSize(): [number, number] {
+    const [h, w] = this.components.unet.config.sampleSize;
+    const f = this.components.vae.scaleFactor;
+    return [h * f, w * f];
+  }
+
+  /** encode_prompt without clip skip: the text encoder's last hidden state (final layer norm applied). */
+  async encodePrompt(prompts: string[]): Promise<Tensor> {
+    const c = this.components;
+    const ids = prompts.map((p) => c.tokenizer.encode(p, { maxLength: 77 }));
+    return (await c.textEncoder.forward(ids)).lastHiddenState;
+  }
+
+  async conditioning(o: GenerateOptions, cfg: boolean): Promise<{ cond: Conditioning; images: number }> {
+    const perPrompt = positiveInt('numImagesPerPrompt', o.numImagesPerPrompt, 1);
+    const pos = o.promptEmbeds ?? (await this.encodePrompt(asList('prompt', o.prompt)!));
+    const n = pos.shape[0]!;
+    const p = repeatEach(pos, perPrompt);
+    if (!cfg) return { cond: { encoderHiddenStates: p }, images: n * perPrompt };
+    // SD has no zeroing: a missing negative prompt is the empty prompt.
+    const neg = o.negativePromptEmbeds ?? (await this.encodePrompt(asList('negativePrompt', o.negativePrompt, n) ?? new Array(n).fill('')));
+    return { cond: { encoderHiddenStates: concatBatch(repeatEach(neg, perPrompt), p) }, images: n * perPrompt };
+  }
+
+  async generate(options: GenerateOptions, unet?: UNetCall): Promise<GenerateResult> {
+    const c = this.components;
+    const [dh, dw] = this.defaultSize;
+    const height = options.height ?? dh;
+    const width = options.width ?? dw;
+    checkSize('height', height, 8);
+    checkSize('width', width, 8);
+    const guidanceScale = options.guidanceScale ?? 7.5;
+    const t0 = performance.now();
+    const { cond, images } = await this.conditioning(options, guidanceScale > 1);
+    return denoise({
+      options,
+      schedulerConfig: c.schedulerConfig,
+      vae: c.vae,
+      latentChannels: c.unet.config.inChannels,
+      height,
+      width,
+      images,
+      guidanceScale,
+      conditioning: cond,
+      encodeMs: performance.now() - t0,
+      unet: unet ?? ((_, inputs) => c.unet.forward(inputs)),
+    });
+  }
+
+  async dispose(): Promise<void> {
+    const c = this.components;
+    await Promise.all([c.unet.dispose(), c.vae.dispose(), c.textEncoder.dispose()]);
+  }
+}

@@ -1,0 +1,86 @@
+// Golden test against the real distrifuser code: ../shared/fixtures/distrifuser holds its runs on the
+// sdxl-tiny checkpoint (biased GroupNorm variance, as nn.GroupNorm and we compute it), mode by mode.
+import { readFile } from 'node:fs/promises';
+import { test } from 'node:test';
+import type { SyncMode } from '../src/parallel/config.js';
+import { DistriSDXLPipeline } from '../src/pipelines/distri-pipelines.js';
+import { StableDiffusionXLPipeline } from '../src/pipelines/stable-diffusion-xl.js';
+import { asFloat, assertClose, fixture, haveFixtures, loadFixture, skipWithoutFixtures } from './helpers/fixtures.js';
+
+interface Run {
+  id: string;
+  ranks: number;
+  parallelism: 'patch' | 'naive_patch';
+  mode: SyncMode | null;
+  split_batch: boolean;
+  warmup_steps: number | null;
+  variant: 'biased' | 'unbiased' | null;
+  tensors: string[];
+}
+
+const TOL = { relL2: 1e-5 };
+
+const runs: Run[] = haveFixtures
+  ? (JSON.parse(await readFile(fixture('distrifuser', 'meta.json'), 'utf8')) as { runs: Run[] }).runs
+  : [];
+// Runs with distrifuser's N/(N-1) variance factor are not expressible: we compute the biased variance.
+const expressible = runs.filter((r) => r.variant !== 'unbiased');
+const groups = new Map<string, Run[]>();
+for (const r of expressible) {
+  const key = `r${r.ranks} ${r.parallelism === 'naive_patch' ? 'naive_patch' : r.mode} sb${Number(r.split_batch)}`;
+  groups.set(key, [...(groups.get(key) ?? []), r]);
+}
+
+let shared: Awaited<ReturnType<typeof loadFixture>> | undefined;
+let base: StableDiffusionXLPipeline | undefined;
+
+for (const [key, group] of groups) {
+  test(`distrifuser ${key}: final latents and per-step noise match the reference`, { skip: skipWithoutFixtures }, async (t) => {
+    shared ??= await loadFixture('distrifuser', 'distrifuser_shared.safetensors');
+    base ??= await StableDiffusionXLPipeline.fromPretrained(fixture('sdxl-tiny'), { threads: 1 });
+    const first = group[0]!;
+    const pipe = DistriSDXLPipeline.fromPipeline(base, fixture('sdxl-tiny', 'unet'), {
+      height: 128,
+      width: 96,
+      ranks: first.ranks,
+      parallelism: first.parallelism,
+      ...(first.parallelism === 'patch' && first.mode ? { mode: first.mode } : {}),
+      splitBatch: first.split_batch,
+      splitScheme: 'row',
+      threadsPerRank: 1,
+      timeoutMs: 60_000,
+    });
+    try {
+      for (const run of group) {
+        const noise: Float32Array[] = [];
+        const r = await pipe.generate({
+          prompt: '',
+          promptEmbeds: asFloat(shared['inputs.prompt_embeds']),
+          negativePromptEmbeds: asFloat(shared['inputs.negative_prompt_embeds']),
+          pooledPromptEmbeds: asFloat(shared['inputs.pooled_prompt_embeds']),
+          negativePooledPromptEmbeds: asFloat(shared['inputs.negative_pooled_prompt_embeds']),
+          latents: asFloat(shared['inputs.latents']),
+          scheduler: 'ddim',
+          numInferenceSteps: 6,
+          guidanceScale: 5,
+          outputType: 'latent',
+          warmupSteps: run.warmup_steps ?? 0,
+          onStep: (p) => noise.push(p.noisePred.data.slice()),
+        });
+        assertClose(t, `${run.id} final_latents`, r.latents, asFloat(shared[`${run.id}.final_latents`]), TOL);
+        const ref = shared[`${run.id}.noise_pred`];
+        if (ref) {
+          const all = asFloat(ref);
+          const per = all.data.length / noise.length;
+          const shape = [2, 4, 32, 24];
+          noise.forEach((n, i) => {
+            const want = { data: all.data.subarray(i * per, (i + 1) * per), shape };
+            assertClose(t, `${run.id} noise_pred step ${i}`, { data: n, shape }, want, TOL);
+          });
+        }
+      }
+    } finally {
+      await pipe.close();
+    }
+  });
+}
