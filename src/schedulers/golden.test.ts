@@ -55,6 +55,8 @@ function row(t: AnyTensor | undefined, i: number, n: number): Float32Array {
   return asFloat(t).data.subarray(i * n, (i + 1) * n);
 }
 
+if (!haveFixtures) test('scheduler golden fixtures', { skip: skipWithoutFixtures }, () => {});
+
 test('PNDM fixtures are out of scope', {
   skip: 'PNDMScheduler is not implemented (pndm_sd15_*.safetensors)',
 }, () => {});
