@@ -214,8 +214,8 @@ export function interpIndex(x: number, table: ArrayLike<number>): number {
   if (x >= last) return table[last]!;
   const j = Math.floor(x);
   if (x === j) return table[j]!;
-  const slope = (table[j + 1]! - table[j]!) / 1;
-  return slope * (x - j) + table[j]!;
+  // numpy: slope · (x - x_j) + y_j, the slope divided by x_{j+1} - x_j = 1.
+  return (table[j + 1]! - table[j]!) * (x - j) + table[j]!;
 }
 
 /** Karras et al. (2022) sigmas between sigmaMax and sigmaMin, rho 7 (float64, as diffusers does in numpy). */
@@ -243,7 +243,7 @@ export function sigmaToT(sigma: number, logSigmas: Float32Array): number {
   return f32(1 - w) * low + w * (low + 1);
 }
 
-// numpy >= 1.2 computes float32 log on x86 (AVX2+FMA3 and AVX512F alike) with a rational approximation,
+// numpy >= 1.20 computes float32 log on x86 (AVX2+FMA3 and AVX512F alike) with a rational approximation,
 // not libm: up to 3.8 ulp from the true value. Karras timesteps depend on it, so we reproduce it.
 const NP_LOG_P = [
   0.025899791179079226, 0.3808837741388408, 1.4800006335765066, 2.112677543073053, 0.9999999999999999, 0,

@@ -13,7 +13,7 @@
 //   exact float32 fused multiply-add at the places GCC contracts;
 // - smaller tensors take one double Box-Muller pair per two elements (53-bit uniforms from two draws), with
 //   the second value of a pair cached in the generator for the next element, even across calls.
-// The >= 16 path is checked bit-exactly against 8,000 values torch made (random.test.ts); those tensors are all
+// The >= 16 path is checked bit-exactly against 9,072 values torch made (random.test.ts); those tensors are all
 // multiples of 16, so the tail rule follows the source without a fixture. A torch build or CPU that takes the
 // portable kernel instead (libm logf/cosf/sinf, e.g. without AVX2) gives values that differ in the last bits.
 // The < 16 path follows the source but has no fixture, and uses JavaScript's double log/sin/cos, which may
