@@ -157,7 +157,7 @@ test('the last step uses alphas_cumprod[0] (set_alpha_to_one false) or 1 (true)'
 
 test('SD1.5 pipeline fixture (DDIM from the PNDM config, CFG 7.5): latents after every step', {
   skip: skipWithoutFixtures,
-}, async () => {
+}, async (tc) => {
   const config = JSON.parse(
     readFileSync(fixture('configs', 'stable-diffusion-v1-5', 'scheduler', 'scheduler_config.json'), 'utf8'),
   ) as Record<string, unknown>;
@@ -178,7 +178,7 @@ test('SD1.5 pipeline fixture (DDIM from the PNDM config, CFG 7.5): latents after
     const guided = uncond.map((u, k) => u + Math.fround(7.5 * Math.fround(text[k]! - u)));
     x = s.step(guided, t, x).prevSample;
     const ref = perStep.subarray(i * n, (i + 1) * n);
-    assertClose(undefined, `step ${i}`, vec(x), vec(ref), { relL2: 1e-6, maxAbsOverMaxRef: 1e-6 });
+    assertClose(tc, `step ${i}`, vec(x), vec(ref), { relL2: 1e-6, maxAbsOverMaxRef: 1e-6 });
   }
 });
 

@@ -33,7 +33,7 @@ function sigmaAt(s: EulerDiscreteScheduler, t: number): number {
 for (const c of ['a', 'b']) {
   test(`SDXL pipeline fixture ${c} (4 Euler steps, CFG 5): model inputs and latents after every step`, {
     skip: skipWithoutFixtures,
-  }, async () => {
+  }, async (tc) => {
     const fx = await loadFixture('pipeline-sdxl-tiny', `io_${c}.safetensors`);
     const s = euler();
     s.setTimesteps(4);
@@ -50,12 +50,12 @@ for (const c of ['a', 'b']) {
       const t = s.timesteps[i]!;
       // The pipeline scales cat([latents] * 2); both halves are the same.
       const xin = s.scaleModelInput(x, t);
-      assertClose(undefined, `input ${i}`, vec(xin), vec(inputs.subarray(2 * i * n, (2 * i + 1) * n)), tol);
+      assertClose(tc, `input ${i}`, vec(xin), vec(inputs.subarray(2 * i * n, (2 * i + 1) * n)), tol);
       const uncond = preds.subarray(2 * i * n, (2 * i + 1) * n);
       const text = preds.subarray((2 * i + 1) * n, (2 * i + 2) * n);
       const guided = uncond.map((u, k) => u + Math.fround(5 * Math.fround(text[k]! - u)));
       x = s.step(guided, t, x).prevSample;
-      assertClose(undefined, `latents ${i}`, vec(x), vec(perStep.subarray(i * n, (i + 1) * n)), tol);
+      assertClose(tc, `latents ${i}`, vec(x), vec(perStep.subarray(i * n, (i + 1) * n)), tol);
     }
   });
 }
