@@ -5,6 +5,16 @@ import { WeightStore } from './weights.js';
 
 export type JsonObject = Record<string, unknown>;
 
+// Python's json writes -Infinity, Infinity and NaN (diffusers saves lambda_min_clipped = -inf). Out-of-range
+// literals parse to ±Infinity in JSON.parse; NaN becomes null. Strings are left alone.
+function pythonJson(text: string): string {
+  return text.replace(/("(?:[^"\\]|\\.)*")|(-?)Infinity\b|\bNaN\b/g, (m, str: string | undefined, sign: string | undefined) => {
+    if (str) return str;
+    if (m === 'NaN') return 'null';
+    return `${sign ?? ''}1e400`;
+  });
+}
+
 export async function readJson(path: string): Promise<JsonObject> {
   let text: string;
   try {
@@ -14,7 +24,7 @@ export async function readJson(path: string): Promise<JsonObject> {
   }
   let v: unknown;
   try {
-    v = JSON.parse(text);
+    v = JSON.parse(pythonJson(text));
   } catch (e) {
     throw new Error(`${path}: not valid JSON (${(e as Error).message})`);
   }

@@ -1,0 +1,135 @@
+// DistriFusion properties on the tiny SDXL checkpoint: full_sync equals one device for any rank count and
+// height, warmup over the whole run equals full_sync, async modes beat naive patches, runs are
+// bit-deterministic, and a failing rank ends the run with an error naming it.
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+import type { Tensor } from '../src/io/tensor.js';
+import type { DistriConfigInput, SyncMode } from '../src/parallel/config.js';
+import type { FaultInjection } from '../src/parallel/rank-worker.js';
+import { DistriSDXLPipeline } from '../src/pipelines/distri-pipelines.js';
+import type { GenerateOptions } from '../src/pipelines/generate-options.js';
+import { StableDiffusionXLPipeline } from '../src/pipelines/stable-diffusion-xl.js';
+import { compare, fixture, skipWithoutFixtures } from './helpers/fixtures.js';
+
+const UNET = fixture('sdxl-tiny', 'unet');
+let base: StableDiffusionXLPipeline;
+
+before(async () => {
+  if (!skipWithoutFixtures) base = await StableDiffusionXLPipeline.fromPretrained(fixture('sdxl-tiny'), { threads: 1 });
+});
+after(async () => {
+  await base?.dispose();
+});
+
+interface Trace {
+  noise: Float32Array[];
+  latents: Tensor;
+}
+
+function options(height: number, width: number, steps: number, extra: Partial<GenerateOptions> = {}): GenerateOptions {
+  return {
+    prompt: 'a photo of an astronaut riding a horse on mars',
+    negativePrompt: 'blurry, low quality, watermark',
+    height,
+    width,
+    numInferenceSteps: steps,
+    guidanceScale: 5,
+    seed: 1234,
+    scheduler: 'ddim',
+    outputType: 'latent',
+    ...extra,
+  };
+}
+
+async function single(o: GenerateOptions): Promise<Trace> {
+  const noise: Float32Array[] = [];
+  const r = await base.generate({ ...o, onStep: (p) => noise.push(p.noisePred.data.slice()) });
+  return { noise, latents: r.latents };
+}
+
+async function distributed(
+  config: DistriConfigInput,
+  runs: Array<GenerateOptions & { warmupSteps?: number }>,
+  fault?: FaultInjection,
+): Promise<Trace[]> {
+  const pipe = DistriSDXLPipeline.fromPipeline(base, UNET, { threadsPerRank: 1, timeoutMs: 60_000, ...config }, fault ? { fault } : {});
+  try {
+    const out: Trace[] = [];
+    for (const o of runs) {
+      const noise: Float32Array[] = [];
+      const r = await pipe.generate({ ...o, onStep: (p) => noise.push(p.noisePred.data.slice()) });
+      out.push({ noise, latents: r.latents });
+    }
+    return out;
+  } finally {
+    await pipe.close();
+  }
+}
+
+const rel = (a: Float32Array, b: Float32Array) => compare(a, b).relL2;
+
+test('full_sync equals one rank at every step: 2, 3, 4 ranks, uneven heights, CFG split on and off', { skip: skipWithoutFixtures }, async (t) => {
+  const cases: Array<{ ranks: number; splitBatch: boolean; height: number; width: number }> = [
+    { ranks: 2, splitBatch: false, height: 128, width: 96 },
+    { ranks: 2, splitBatch: true, height: 128, width: 96 },
+    { ranks: 3, splitBatch: false, height: 104, width: 96 },
+    { ranks: 4, splitBatch: true, height: 104, width: 88 },
+    { ranks: 4, splitBatch: false, height: 128, width: 96 },
+  ];
+  for (const c of cases) {
+    const o = options(c.height, c.width, 3);
+    const ref = await single(o);
+    const [d] = await distributed({ mode: 'full_sync', ...c }, [o]);
+    const what = `${c.ranks} ranks sb=${c.splitBatch} ${c.height}x${c.width}`;
+    d!.noise.forEach((n, i) => {
+      const e = rel(n, ref.noise[i]!);
+      t.diagnostic(`${what} step ${i} noise_pred rel L2 ${e.toExponential(2)}`);
+      assert.ok(e < 1e-5, `${what} step ${i}: rel L2 ${e}`);
+    });
+    const e = rel(d!.latents.data, ref.latents.data);
+    t.diagnostic(`${what} final latents rel L2 ${e.toExponential(2)}`);
+    assert.ok(e < 1e-5, `${what} final latents: rel L2 ${e}`);
+  }
+});
+
+test('warmup over the whole run equals full_sync', { skip: skipWithoutFixtures }, async () => {
+  const o = options(128, 96, 3);
+  const [full] = await distributed({ ranks: 2, splitBatch: false, mode: 'full_sync', height: 128, width: 96 }, [o]);
+  for (const mode of ['corrected_async_gn', 'stale_gn', 'no_sync'] as const) {
+    const [w] = await distributed({ ranks: 2, splitBatch: false, mode, height: 128, width: 96 }, [{ ...o, warmupSteps: 3 }]);
+    assert.deepEqual(w!.latents.data, full!.latents.data, `${mode} with warmup 3 of 3 steps`);
+  }
+});
+
+test('async modes: finite, deterministic, and closer to one rank than naive patches (4 ranks)', { skip: skipWithoutFixtures }, async (t) => {
+  const o = { ...options(128, 96, 6), warmupSteps: 1 };
+  const ref = await single(o);
+  const cfg = { ranks: 4, splitBatch: false, height: 128, width: 96 };
+  const [naive] = await distributed({ ...cfg, parallelism: 'naive_patch' }, [o]);
+  const naiveErr = rel(naive!.latents.data, ref.latents.data);
+  t.diagnostic(`naive_patch: final-latent rel L2 vs one rank ${naiveErr.toExponential(3)}`);
+  const modes: SyncMode[] = ['corrected_async_gn', 'stale_gn', 'sync_gn', 'separate_gn', 'no_sync'];
+  for (const mode of modes) {
+    const [a, b] = await distributed({ ...cfg, mode }, [o, o]);
+    const err = rel(a!.latents.data, ref.latents.data);
+    t.diagnostic(`${mode}: final-latent rel L2 vs one rank ${err.toExponential(3)}`);
+    assert.ok(Number.isFinite(err), `${mode}: not finite`);
+    assert.ok(err > 0 && err < naiveErr, `${mode}: ${err} not below naive_patch ${naiveErr}`);
+    assert.deepEqual(a!.latents.data, b!.latents.data, `${mode}: two runs differ`);
+  }
+});
+
+for (const kind of ['throw', 'exit', 'hang'] as const) {
+  test(`a rank that ${kind === 'hang' ? 'hangs' : kind === 'exit' ? 'exits' : 'throws'} ends the run with an error naming it`, { skip: skipWithoutFixtures }, async () => {
+    const started = Date.now();
+    await assert.rejects(
+      distributed(
+        { ranks: 3, splitBatch: false, mode: 'corrected_async_gn', height: 128, width: 96, timeoutMs: 4000, warmupSteps: 1 },
+        [options(128, 96, 4)],
+        { rank: 1, step: 2, kind },
+      ),
+      kind === 'hang' ? /timed out after 4000 ms/ : /rank 1 (failed|exited)/,
+    );
+    assert.ok(Date.now() - started < 60_000, 'took too long to fail');
+  });
+}
