@@ -1,5 +1,6 @@
-import { open } from 'node:fs/promises';
-import { availableParallelism } from 'node:os';
+import { link, mkdtemp, open, realpath, rm, writeFile } from 'node:fs/promises';
+import { availableParallelism, tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
 import ort from 'onnxruntime-node';
 import type { WeightUse } from './builder.js';
 import { type OnnxGraph, type OnnxInitializer, serializeModel } from './onnx-model.js';
@@ -15,6 +16,13 @@ export interface EngineOptions {
   optimization?: 'disabled' | 'basic' | 'extended' | 'all';
   /** Let ORT prepack weights (faster GEMV, one private copy per session). Default true. */
   prepacking?: boolean;
+  /**
+   * How weights reach ORT. 'mmap' (default): the session opens the safetensors files itself (hard links
+   * beside a temporary .onnx), so float32 weights stay memory-mapped and sessions in one process share
+   * them when prepacking is off. 'memory': the byte ranges are read into buffers ORT copies. 'mmap' falls
+   * back to 'memory' where no hard link can be made (another filesystem, read-only folder).
+   */
+  weights?: 'mmap' | 'memory';
 }
 
 export function defaultThreads(): number {
@@ -41,6 +49,9 @@ export function executionProviders(device: string | undefined): ort.InferenceSes
   }
   throw new Error(`device '${d}': expected 'cpu', 'cuda', 'cuda:N' or 'webgpu'`);
 }
+
+/** How many sessions got their weights memory-mapped vs copied from buffers (for tests and benchmarks). */
+export const weightLoadingStats = { mapped: 0, inMemory: 0 };
 
 // Node Buffers top out at 4 GiB and ORT reads each external file in one piece: keep blobs well below that.
 const BLOB_LIMIT = 1 << 30;
@@ -95,19 +106,95 @@ async function loadWeightBlobs(
   return { initializers, blobs };
 }
 
+/** A fresh folder on the same filesystem as `file` (hard links cannot cross filesystems). */
+async function linkFolderFor(file: string): Promise<string | undefined> {
+  for (const base of [tmpdir(), dirname(file)]) {
+    const dir = await mkdtemp(join(base, '.distrifusion-')).catch(() => undefined);
+    if (!dir) continue;
+    const ok = await link(file, join(dir, 'probe'))
+      .then(() => true)
+      .catch(() => false);
+    if (ok) return dir;
+    await rm(dir, { recursive: true, force: true });
+  }
+  return undefined;
+}
+
+/**
+ * Writes the graph as an .onnx beside hard links to its weight files and opens it from the path: ORT maps
+ * the weights itself. Returns undefined when the links cannot be made.
+ */
+async function createMappedSession(
+  graph: OnnxGraph,
+  weights: readonly WeightUse[],
+  options: ort.InferenceSession.SessionOptions,
+): Promise<ort.InferenceSession | undefined> {
+  const files = [...new Set(await Promise.all(weights.map((w) => realpath(w.entry.file))))];
+  const dir = await linkFolderFor(files[0]!);
+  if (!dir) return undefined;
+  try {
+    const names = new Map<string, string>();
+    for (const [i, f] of files.entries()) {
+      const name = `w${i}.safetensors`;
+      const linked = await link(f, join(dir, name))
+        .then(() => true)
+        .catch(() => false);
+      if (!linked) return undefined;
+      names.set(f, name);
+    }
+    const real = await Promise.all(weights.map((w) => realpath(w.entry.file)));
+    const weightNames = new Set(weights.map((w) => w.name));
+    const initializers: OnnxInitializer[] = weights.map((w, i) => ({
+      name: w.name,
+      dtype: w.dtype,
+      shape: w.entry.shape,
+      external: { location: names.get(real[i]!)!, offset: w.entry.offset, length: w.entry.byteLength },
+    }));
+    const model = serializeModel({
+      ...graph,
+      initializers: [...graph.initializers.filter((x) => !weightNames.has(x.name)), ...initializers],
+    });
+    const path = join(dir, 'model.onnx');
+    await writeFile(path, model);
+    return await ort.InferenceSession.create(path, options);
+  } finally {
+    // The session holds its own mapping; the links and the .onnx are no longer needed.
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
 /** One ORT session for one graph, its weights read from the safetensors files they live in. */
 export async function createSession(
   graph: OnnxGraph,
   weights: readonly WeightUse[],
   opts: EngineOptions = {},
 ): Promise<ort.InferenceSession> {
-  const weightNames = new Set(weights.map((w) => w.name));
-  const { initializers, blobs } = await loadWeightBlobs(weights);
-  const model = serializeModel({
-    ...graph,
-    initializers: [...graph.initializers.filter((i) => !weightNames.has(i.name)), ...initializers],
-  });
-  const options: ort.InferenceSession.SessionOptions = {
+  const options = sessionOptions(opts);
+  try {
+    if ((opts.weights ?? 'mmap') === 'mmap' && weights.length > 0) {
+      const mapped = await createMappedSession(graph, weights, options);
+      if (mapped) {
+        weightLoadingStats.mapped += 1;
+        return mapped;
+      }
+    }
+    const weightNames = new Set(weights.map((w) => w.name));
+    const { initializers, blobs } = await loadWeightBlobs(weights);
+    const model = serializeModel({
+      ...graph,
+      initializers: [...graph.initializers.filter((i) => !weightNames.has(i.name)), ...initializers],
+    });
+    if (blobs.length > 0) (options as { externalData?: unknown }).externalData = blobs;
+    const session = await ort.InferenceSession.create(model, options);
+    if (weights.length > 0) weightLoadingStats.inMemory += 1;
+    return session;
+  } catch (e) {
+    throw new Error(`creating an ORT session for graph '${graph.name}' on ${opts.device ?? 'cpu'}: ${(e as Error).message}`);
+  }
+}
+
+function sessionOptions(opts: EngineOptions): ort.InferenceSession.SessionOptions {
+  return {
     executionProviders: executionProviders(opts.device),
     intraOpNumThreads: opts.threads ?? defaultThreads(),
     interOpNumThreads: 1,
@@ -116,12 +203,4 @@ export async function createSession(
     logSeverityLevel: 3,
     ...(opts.prepacking === false ? { extra: { session: { disable_prepacking: '1' } } } : {}),
   };
-  if (blobs.length > 0) {
-    (options as { externalData?: unknown }).externalData = blobs;
-  }
-  try {
-    return await ort.InferenceSession.create(model, options);
-  } catch (e) {
-    throw new Error(`creating an ORT session for graph '${graph.name}' on ${opts.device ?? 'cpu'}: ${(e as Error).message}`);
-  }
 }

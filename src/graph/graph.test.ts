@@ -1,0 +1,102 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { WeightStore } from '../io/weights.js';
+import { asFloat, compare, fixture, loadFixture, skipWithoutFixtures } from '../../test/helpers/fixtures.js';
+import { buildUNetGraph } from '../models/unet-2d-condition.js';
+import { parseUNetConfig } from '../models/unet-config.js';
+import { readJson } from '../io/diffusers-folder.js';
+import { GraphBuilder, ShapeError } from './builder.js';
+import * as F from './functional.js';
+import type { ExchangeHooks } from './hooks.js';
+import { CompiledGraph } from './runner.js';
+import { weightLoadingStats } from './session.js';
+
+test('ops check shapes at build time and name the op, the module path and both shapes', () => {
+  const b = new GraphBuilder('t');
+  const x = b.input('x', 'float32', [1, 4, 8, 8]);
+  const w = b.constFloat(new Array(8 * 3 * 9).fill(0), [8, 3, 3, 3]);
+  assert.throws(
+    () => b.scope('down_blocks', () => b.scope(0, () => F.conv2d(x, w, null))),
+    (e: Error) => e instanceof ShapeError && /Conv at 'down_blocks\.0'/.test(e.message) && /\[1, 4, 8, 8\]/.test(e.message) && /\[8, 3, 3, 3\]/.test(e.message),
+  );
+  const y = b.input('y', 'float32', [2, 5]);
+  assert.throws(() => F.add(x, y), /\[1, 4, 8, 8\] and \[2, 5\] do not broadcast/);
+  assert.throws(() => F.reshape(y, [3, 4]), /cannot reshape \[2, 5\]/);
+});
+
+test('a graph runs and matches a float64 computation (conv with padding, exact gelu)', async () => {
+  const b = new GraphBuilder('small');
+  const x = b.input('x', 'float32', [1, 2, 3, 3]);
+  const w = b.constFloat([1, 0, -1, 2, 0.5, 0, 0, 1, 1, -1, 0, 0.25, 1, 1, 1, 0, 0, 2], [1, 2, 3, 3]);
+  b.output('conv', F.conv2d(x, w, null, { pads: [1, 1, 1, 1] }));
+  b.output('gelu', F.gelu(x));
+  const g = await CompiledGraph.fromBuilder(b, { threads: 1 });
+  const xs = Float32Array.from({ length: 18 }, (_, i) => Math.sin(i + 1));
+  const out = await g.run({ x: { data: xs, shape: [1, 2, 3, 3] } });
+  const conv = new Float64Array(9);
+  for (let oy = 0; oy < 3; oy++)
+    for (let ox = 0; ox < 3; ox++)
+      for (let c = 0; c < 2; c++)
+        for (let ky = 0; ky < 3; ky++)
+          for (let kx = 0; kx < 3; kx++) {
+            const iy = oy + ky - 1;
+            const ix = ox + kx - 1;
+            if (iy < 0 || iy > 2 || ix < 0 || ix > 2) continue;
+            conv[oy * 3 + ox]! += xs[c * 9 + iy * 3 + ix]! * [1, 0, -1, 2, 0.5, 0, 0, 1, 1, -1, 0, 0.25, 1, 1, 1, 0, 0, 2][c * 9 + ky * 3 + kx]!;
+          }
+  assert.ok(compare(out.conv!.data as Float32Array, conv).relL2 < 1e-6);
+  const erf = (z: number) => {
+    // Abramowitz-Stegun 7.1.26 is too coarse; integrate instead.
+    let s = 0;
+    const n = 2000;
+    for (let i = 0; i < n; i++) {
+      const t = ((i + 0.5) / n) * z;
+      s += Math.exp(-t * t);
+    }
+    return ((2 / Math.sqrt(Math.PI)) * s * z) / n;
+  };
+  const gelu = Array.from(xs, (v) => 0.5 * v * (1 + erf(v / Math.SQRT2)));
+  assert.ok(compare(out.gelu!.data as Float32Array, gelu).relL2 < 1e-6);
+  await g.dispose();
+});
+
+test('a UNet cut into segments at every exchange point computes what the uncut one does', { skip: skipWithoutFixtures }, async () => {
+  const dir = fixture('sdxl-tiny', 'unet');
+  const config = parseUNetConfig(await readJson(`${dir}/config.json`), 'config.json');
+  const weights = await WeightStore.fromFiles(dir, [`${dir}/diffusion_pytorch_model.safetensors`]);
+  const io = await loadFixture('unet-sdxl-tiny', 'io_b.safetensors');
+  const spec = { batch: 1, height: 16, width: 24 };
+  // Identity exchanges: every conv input, self-attention K/V and GroupNorm statistic crosses a cut.
+  const identity: ExchangeHooks = {
+    conv2dInput: (s) => {
+      const [y] = s.x.graph.exchange('halo', [s.x], [{ dtype: 'float32', shape: s.x.shape }]);
+      return { x: y!, pads: [s.padding[0], s.padding[1], s.padding[0], s.padding[1]] };
+    },
+    selfAttentionKV: (s) => s.kv.graph.exchange('kv', [s.kv], [{ dtype: 'float32', shape: s.kv.shape }])[0],
+    groupNormStats: (s) => {
+      const m = F.momentsToStats(F.groupMoments(s.x, s.groups));
+      return s.x.graph.exchange('gn', [m], [{ dtype: 'float32', shape: m.shape }])[0];
+    },
+  };
+  const whole = await CompiledGraph.fromBuilder(buildUNetGraph(config, weights, spec), { threads: 1 });
+  const cut = await CompiledGraph.fromBuilder(buildUNetGraph(config, weights, { ...spec, hooks: identity }), { threads: 1 });
+  assert.equal(whole.segmentCount, 1);
+  assert.ok(cut.segmentCount > 100, `only ${cut.segmentCount} segments`);
+  const feeds = {
+    sample: asFloat(io.sample),
+    timestep: { data: new Float32Array([500]), shape: [1] },
+    encoder_hidden_states: asFloat(io.encoder_hidden_states),
+    text_embeds: asFloat(io.text_embeds),
+    time_ids: asFloat(io.time_ids),
+  };
+  const a = (await whole.run(feeds)).out_sample!.data as Float32Array;
+  let exchanges = 0;
+  const b = (await cut.run(feeds, { exchange: (_m, locals) => (exchanges++, [...locals]) })).out_sample!.data as Float32Array;
+  assert.equal(exchanges, cut.segmentCount - 1);
+  const c = compare(b, a);
+  assert.ok(c.relL2 < 1e-6, `cut vs whole rel L2 ${c.relL2}`);
+  assert.ok(compare(a, asFloat(io['out.sample']).data).relL2 < 1e-5);
+  assert.ok(weightLoadingStats.mapped > 0, 'weights were not memory-mapped');
+  await whole.dispose();
+  await cut.dispose();
+});
