@@ -3,11 +3,11 @@
 // recording weight store, so every key the model asks for exists; tensors are generated and written one at a
 // time (SDXL is 10.3 GB in F32).
 import { existsSync } from 'node:fs';
-import { copyFile, mkdir, mkdtemp, open, readFile, rm, statfs, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, open, rm, statfs, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { float32ToHalfArray } from '../io/half.js';
-import { readJson } from '../io/diffusers-folder.js';
+import { type JsonObject, readJson } from '../io/diffusers-folder.js';
 import { formatShape } from '../io/tensor.js';
 import { type WeightEntry, WeightStore } from '../io/weights.js';
 import { buildUNetGraph } from '../models/unet-2d-condition.js';
@@ -189,28 +189,36 @@ async function checkDiskSpace(dir: string, need: number, what: string): Promise<
   }
 }
 
-/** Writes a UNet folder with random weights for `configPath` (a diffusers UNet config.json). */
+/** A UNet config.json's content, and where it came from (for messages). */
+export interface UNetConfigSource {
+  json: JsonObject;
+  label: string;
+}
+
+/** Writes a UNet folder with random weights for a diffusers UNet config (a config.json path, or its content). */
 export async function createRandomUNet(
-  configPath: string,
+  config: string | UNetConfigSource,
   options: RandomUNetOptions = {},
 ): Promise<RandomUNet> {
-  const json = await readJson(configPath);
-  const shapes = unetWeightShapes(json, configPath);
+  const { json, label } =
+    typeof config === 'string' ? { json: await readJson(config), label: config } : config;
+  const shapes = unetWeightShapes(json, label);
   const dtype = options.dtype ?? 'F32';
   const seed = options.seed ?? 0;
   const bytes = randomWeightBytes(shapes, dtype);
   const params = bytes / (dtype === 'F32' ? 4 : 2);
+  const text = `${JSON.stringify(json, null, 2)}\n`;
+  const what = `random weights for ${label}`;
   let dir: string;
   if (options.cacheDir) {
-    const text = await readFile(configPath, 'utf8');
     dir = join(options.cacheDir, `unet-${tensorSeed(0, text).toString(16)}-${dtype.toLowerCase()}-s${seed}`);
     if (existsSync(join(dir, COMPLETE_MARKER)))
       return { dir, bytes, params, reused: true, cleanup: async () => {} };
     await mkdir(dir, { recursive: true });
-    await checkDiskSpace(dir, bytes, `random weights for ${configPath}`);
+    await checkDiskSpace(dir, bytes, what);
   } else {
     const parent = tmpdir();
-    await checkDiskSpace(parent, bytes, `random weights for ${configPath}`);
+    await checkDiskSpace(parent, bytes, what);
     dir = await mkdtemp(join(parent, 'distrifusion-bench-'));
     registerTempDir(dir);
   }
@@ -220,7 +228,7 @@ export async function createRandomUNet(
     unregisterTempDir(dir);
   };
   try {
-    await copyFile(configPath, join(dir, 'config.json'));
+    await writeFile(join(dir, 'config.json'), text);
     await writeRandomSafetensors(join(dir, WEIGHTS_FILE), shapes, options);
     if (options.cacheDir) await writeFile(join(dir, COMPLETE_MARKER), `${bytes}\n`);
   } catch (e) {

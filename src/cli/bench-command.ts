@@ -1,11 +1,186 @@
+// `distrifusion bench unet` and `distrifusion bench patch`: tables on stdout, progress on stderr, JSON on request.
+import { writeFile } from 'node:fs/promises';
 import type { Command } from 'commander';
+import type { WeightOptions } from '../bench/bench-models.js';
+import { patchTable, runPatchBench } from '../bench/patch-bench.js';
+import { isPresetName } from '../bench/presets.js';
+import { parseIntList, parseNameList } from '../bench/table.js';
+import { runUnetBench, unetTable } from '../bench/unet-bench.js';
+import { PARALLELISMS, SYNC_MODES } from '../parallel/config.js';
 
-/** Registers `distrifusion bench` (placeholder until the benchmark lands). */
+interface CommonFlags {
+  dtype: string;
+  seed: string;
+  weightsCache?: string;
+  isolate: boolean;
+  json?: string;
+  height?: string;
+  width?: string;
+}
+
+interface UnetFlags extends CommonFlags {
+  models: string;
+  threads: string;
+  repeats: string;
+  batch?: string;
+  convReference: boolean;
+  prepacking: boolean;
+  weightLoading: string;
+}
+
+interface PatchFlags extends CommonFlags {
+  model?: string;
+  config?: string;
+  preset?: string;
+  ranks: string;
+  threadsPerRank: string;
+  parallelism: string;
+  syncMode: string;
+  splitBatch: string;
+  steps: string;
+  warmupSteps: string;
+  prime: boolean;
+  timeoutMs: string;
+}
+
+function int(flag: string, value: string | undefined, min = 1): number | undefined {
+  if (value === undefined) return undefined;
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < min)
+    throw new Error(`${flag}: expected an integer >= ${min}, got '${value}'`);
+  return n;
+}
+
+function weightOptions(f: CommonFlags): WeightOptions {
+  const dtype = f.dtype.toUpperCase();
+  if (dtype !== 'F32' && dtype !== 'F16') throw new Error(`--dtype: expected f32 or f16, got '${f.dtype}'`);
+  return { dtype, seed: int('--seed', f.seed, 0)!, ...(f.weightsCache ? { cacheDir: f.weightsCache } : {}) };
+}
+
+function size(f: CommonFlags): { height?: number; width?: number } {
+  const height = int('--height', f.height);
+  const width = int('--width', f.width);
+  return { ...(height ? { height } : {}), ...(width ? { width } : {}) };
+}
+
+const started = Date.now();
+function progress(message: string): void {
+  process.stderr.write(`[${((Date.now() - started) / 1000).toFixed(0).padStart(5)} s] ${message}\n`);
+}
+
+async function finish(
+  table: string,
+  report: { rows: Array<{ ok: boolean }> },
+  json: string | undefined,
+): Promise<void> {
+  process.stdout.write(`\n${table}\n`);
+  if (json) {
+    await writeFile(json, `${JSON.stringify(report, null, 2)}\n`);
+    progress(`wrote ${json}`);
+  }
+  if (report.rows.some((r) => !r.ok)) process.exitCode = 1;
+}
+
+function addCommon(c: Command): Command {
+  return c
+    .option('--height <px>', 'image height in pixels (default: the config sample_size × 8)')
+    .option('--width <px>', 'image width in pixels')
+    .option('--dtype <dtype>', 'storage dtype of random weights: f32 (no Cast at load) or f16', 'f32')
+    .option('--seed <n>', 'seed of the random weights', '0')
+    .option('--weights-cache <dir>', 'keep random weights in this folder and reuse them (default: temporary)')
+    .option('--no-isolate', 'run every row in this process (peak RSS then accumulates over rows)')
+    .option('--json <file>', 'also write the report as JSON');
+}
+
+/** Registers `distrifusion bench unet` and `distrifusion bench patch`. */
 export function registerBenchCommand(program: Command): void {
-  program
+  const bench = program
     .command('bench')
-    .description('benchmarks (not implemented yet)')
-    .action(() => {
-      throw new Error('bench: not implemented yet');
-    });
+    .description('benchmarks: whole-UNet FLOP rate (unet) and DistriFusion splits (patch)');
+
+  addCommon(
+    bench
+      .command('unet')
+      .description(
+        'ms per UNet forward, counted FLOPs and GFLOP/s per thread count, against one large 3x3 conv',
+      )
+      .option('--models <list>', 'sd15, sdxl, UNet config.json paths or UNet folders', 'sd15,sdxl')
+      .option('--threads <list>', 'intra-op thread counts, one row each', '1,2')
+      .option('--repeats <n>', 'timed forwards after one warm-up (the median is reported)', '3')
+      .option('--batch <n>', 'UNet batch (default: 2 for sd15, 1 for sdxl and configs)')
+      .option('--no-conv-reference', 'skip the reference conv')
+      .option('--no-prepacking', 'disable ORT weight prepacking')
+      .option(
+        '--weight-loading <mode>',
+        'mmap (sessions map the safetensors file) or memory (buffers ORT copies)',
+        'mmap',
+      ),
+  ).action(async (f: UnetFlags) => {
+    const batch = int('--batch', f.batch);
+    const report = await runUnetBench(
+      {
+        models: f.models.split(',').map((s) => s.trim()),
+        threads: parseIntList('--threads', f.threads),
+        repeats: int('--repeats', f.repeats)!,
+        ...size(f),
+        ...(batch ? { batch } : {}),
+        weights: weightOptions(f),
+        isolate: f.isolate,
+        convReference: f.convReference,
+        prepacking: f.prepacking,
+        weightLoading: parseNameList('--weight-loading', f.weightLoading, ['mmap', 'memory'] as const)[0]!,
+      },
+      progress,
+    );
+    await finish(unetTable(report), report, f.json);
+  });
+
+  addCommon(
+    bench
+      .command('patch')
+      .description(
+        'DistriFusion on worker-thread ranks against one rank: step times, speedups, exchange, RSS',
+      )
+      .option('--model <dir>', 'a diffusers UNet folder (its own weights)')
+      .option('--config <file>', 'a UNet config.json (random weights)')
+      .option('--preset <name>', 'sd15 or sdxl (random weights for the real config; the default is sd15)')
+      .option('--ranks <list>', 'rank counts', '1,2')
+      .option('--threads-per-rank <n>', 'intra-op threads of each rank', '1')
+      .option('--parallelism <list>', `of ${PARALLELISMS.join(', ')}`, 'patch,naive_patch')
+      .option('--sync-mode <list>', `GroupNorm sync modes, of ${SYNC_MODES.join(', ')}`, 'corrected_async_gn')
+      .option('--split-batch <list>', 'split the CFG batch across rank groups: off, on or on,off', 'off')
+      .option('--steps <n>', 'timed denoising steps per configuration', '4')
+      .option('--warmup-steps <n>', 'synchronous steps before the async ones (warmup + 1 of them)', '1')
+      .option('--no-prime', 'do not run each graph once before timing')
+      .option('--timeout-ms <ms>', 'longest wait for a rank', '1800000'),
+  ).action(async (f: PatchFlags) => {
+    const given = [f.model, f.config, f.preset].filter((v) => v !== undefined);
+    if (given.length > 1) throw new Error('bench patch: give one of --model, --config and --preset');
+    if (f.preset !== undefined && !isPresetName(f.preset))
+      throw new Error(`--preset: expected sd15 or sdxl, got '${f.preset}'`);
+    const report = await runPatchBench(
+      {
+        model: f.model ?? f.config ?? f.preset ?? 'sd15',
+        ranks: parseIntList('--ranks', f.ranks),
+        threadsPerRank: int('--threads-per-rank', f.threadsPerRank)!,
+        parallelism: parseNameList('--parallelism', f.parallelism, PARALLELISMS),
+        modes: parseNameList('--sync-mode', f.syncMode, SYNC_MODES),
+        splitBatch: parseNameList('--split-batch', f.splitBatch, ['on', 'off'] as const).map(
+          (v) => v === 'on',
+        ),
+        ...size(f),
+        steps: int('--steps', f.steps)!,
+        warmupSteps: int('--warmup-steps', f.warmupSteps, 0)!,
+        prime: f.prime,
+        timeoutMs: int('--timeout-ms', f.timeoutMs)!,
+        weights: weightOptions(f),
+        isolate: f.isolate,
+      },
+      progress,
+    );
+    process.stdout.write(
+      `\n${report.model} ${report.height}x${report.width}, batch 2 (CFG), ${(report.flopsPerStep / 1e9).toFixed(1)} GFLOP per step\n`,
+    );
+    await finish(patchTable(report), report, f.json);
+  });
 }

@@ -1,0 +1,218 @@
+// `bench patch`: DistriFusion across ranks (worker threads) against one rank, per ranks × threads,
+// parallelism, sync mode and CFG split: step times, speedups, exchange volume, waits and peak RSS.
+import { join } from 'node:path';
+import { readJson } from '../io/diffusers-folder.js';
+import { buildUNetGraph } from '../models/unet-2d-condition.js';
+import { parseUNetConfig } from '../models/unet-config.js';
+import type { Parallelism, SyncMode } from '../parallel/config.js';
+import { latentSize } from './bench-inputs.js';
+import {
+  type BenchModel,
+  type HostInfo,
+  hostInfo,
+  resolveModel,
+  type WeightOptions,
+} from './bench-models.js';
+import { countFlops } from './flops.js';
+import { runRow } from './isolate.js';
+import type { PatchRowResult, PatchRowSpec } from './patch-row.js';
+import { RecordingWeightStore } from './random-weights.js';
+import { fmt, fmtBytes, renderTable } from './table.js';
+import type { Progress } from './unet-row.js';
+
+export interface PatchBenchOptions {
+  /** sd15, sdxl, a config.json, or a UNet folder. */
+  model: string;
+  ranks: number[];
+  threadsPerRank: number;
+  parallelism: Parallelism[];
+  modes: SyncMode[];
+  splitBatch: boolean[];
+  height?: number;
+  width?: number;
+  steps: number;
+  warmupSteps: number;
+  prime: boolean;
+  timeoutMs: number;
+  weights: WeightOptions;
+  isolate?: boolean;
+}
+
+export interface PatchBenchRow {
+  key: string;
+  role: 'baseline' | 'to-beat' | 'split';
+  ok: boolean;
+  error?: string;
+  peakRssBytes: number;
+  /** Async-step speedup over 1 rank × 1 thread, and over 1 rank × (ranks · threads). */
+  speedup?: number;
+  speedupOverThreads?: number;
+  /** FLOPs of one step (whole image, whole batch) over the async step time. */
+  gflops?: number;
+  spec: Omit<PatchRowSpec, 'modelDir'>;
+  result?: PatchRowResult;
+}
+
+export interface PatchBenchReport {
+  bench: 'patch';
+  date: string;
+  host: HostInfo;
+  model: string;
+  height: number;
+  width: number;
+  flopsPerStep: number;
+  options: Omit<PatchBenchOptions, 'weights'> & { weights: Omit<WeightOptions, 'cacheDir'> };
+  rows: PatchBenchRow[];
+}
+
+type RowPlan = Pick<PatchBenchRow, 'key' | 'role'> & { spec: PatchRowSpec };
+
+/** The rows: 1×1, 1×(max ranks · threads), then every multi-rank combination (deduplicated). */
+function planRows(
+  o: PatchBenchOptions,
+  base: Omit<PatchRowSpec, 'ranks' | 'threadsPerRank' | 'parallelism' | 'mode' | 'splitBatch'>,
+): RowPlan[] {
+  const plans = new Map<string, RowPlan>();
+  const add = (
+    role: RowPlan['role'],
+    ranks: number,
+    threads: number,
+    parallelism: Parallelism,
+    mode: SyncMode,
+    splitBatch: boolean,
+  ) => {
+    // With one rank, or an odd count, some settings change nothing: key rows by what they run.
+    const cfgSplit = splitBatch && ranks % 2 === 0;
+    const groupSize = cfgSplit ? ranks / 2 : ranks;
+    const key =
+      ranks === 1
+        ? `1x${threads}`
+        : `${ranks}x${threads} ${groupSize === 1 ? 'cfg-split' : parallelism}${groupSize > 1 && parallelism === 'patch' ? ` ${mode}` : ''}${
+            cfgSplit && groupSize > 1 ? ' +cfg-split' : ''
+          }`;
+    if (plans.has(key)) return;
+    plans.set(key, {
+      key,
+      role,
+      spec: { ...base, ranks, threadsPerRank: threads, parallelism, mode, splitBatch },
+    });
+  };
+  const mode = o.modes[0]!;
+  const beat = Math.max(...o.ranks) * o.threadsPerRank;
+  add('baseline', 1, 1, 'patch', mode, false);
+  if (beat > 1) add('to-beat', 1, beat, 'patch', mode, false);
+  for (const ranks of o.ranks) {
+    for (const parallelism of o.parallelism) {
+      for (const m of parallelism === 'patch' ? o.modes : [mode]) {
+        for (const sb of o.splitBatch) add('split', ranks, o.threadsPerRank, parallelism, m, sb);
+      }
+    }
+  }
+  return [...plans.values()];
+}
+
+/** FLOPs of one UNet call for the whole image and batch (what every split computes, some of it twice). */
+async function flopsPerStep(modelDir: string, batch: number, height: number, width: number): Promise<number> {
+  const path = join(modelDir, 'config.json');
+  const config = parseUNetConfig(await readJson(path), path);
+  const [h, w] = latentSize(height, width);
+  return countFlops(buildUNetGraph(config, new RecordingWeightStore(path), { batch, height: h, width: w }))
+    .total;
+}
+
+export async function runPatchBench(o: PatchBenchOptions, progress: Progress): Promise<PatchBenchReport> {
+  let model: BenchModel | undefined;
+  try {
+    model = await resolveModel(o.model, o.weights, progress);
+    const height = o.height ?? model.defaultHeight;
+    const width = o.width ?? model.defaultWidth;
+    const base = {
+      model: model.name,
+      modelDir: model.dir,
+      height,
+      width,
+      batch: 2,
+      steps: o.steps,
+      warmupSteps: o.warmupSteps,
+      prime: o.prime,
+      timeoutMs: o.timeoutMs,
+    };
+    const flops = await flopsPerStep(model.dir, base.batch, height, width);
+    const rows: PatchBenchRow[] = [];
+    for (const plan of planRows(o, base)) {
+      const log = (m: string) => progress(`${plan.key}: ${m}`);
+      log('starting');
+      const outcome = await runRow({ kind: 'patch', spec: plan.spec }, o.isolate ?? true, log);
+      if (outcome.error) log(`FAILED: ${outcome.error}`);
+      const { modelDir: _d, ...spec } = plan.spec;
+      rows.push({
+        key: plan.key,
+        role: plan.role,
+        ok: outcome.result !== undefined,
+        ...(outcome.error ? { error: outcome.error } : {}),
+        peakRssBytes: outcome.peakRssBytes,
+        spec,
+        ...(outcome.result ? { result: outcome.result, gflops: flops / outcome.result.async.ms / 1e6 } : {}),
+      });
+    }
+    const asyncMs = (role: PatchBenchRow['role']) => rows.find((r) => r.role === role)?.result?.async.ms;
+    for (const r of rows) {
+      const ms = r.result?.async.ms;
+      if (ms === undefined) continue;
+      const one = asyncMs('baseline');
+      const beat = asyncMs('to-beat');
+      if (one !== undefined) r.speedup = one / ms;
+      if (beat !== undefined) r.speedupOverThreads = beat / ms;
+    }
+    const { weights, ...rest } = o;
+    return {
+      bench: 'patch',
+      date: new Date().toISOString(),
+      host: hostInfo(),
+      model: model.name,
+      height,
+      width,
+      flopsPerStep: flops,
+      options: { ...rest, weights: { dtype: weights.dtype, seed: weights.seed } },
+      rows,
+    };
+  } finally {
+    await model?.cleanup();
+  }
+}
+
+export function patchTable(report: PatchBenchReport): string {
+  const beat = report.rows.find((r) => r.role === 'to-beat')?.key.split(' ')[0] ?? '1xN';
+  const x = (v: number | undefined) => (v === undefined || !Number.isFinite(v) ? '-' : `${v.toFixed(2)}x`);
+  return renderTable(
+    [
+      { header: 'ranks x threads', align: 'left' },
+      { header: 'warmup ms' },
+      { header: 'async ms' },
+      { header: 'vs 1x1' },
+      { header: `vs ${beat}` },
+      { header: 'GFLOP/s' },
+      { header: 'exchanged/step' },
+      { header: 'wait ms (warmup/async)' },
+      { header: 'peak RSS' },
+      { header: 'launch s' },
+      { header: 'status', align: 'left' },
+    ],
+    report.rows.map((r) => {
+      const res = r.result;
+      return [
+        r.key,
+        fmt(res?.warmup.ms),
+        fmt(res?.async.ms),
+        x(r.speedup),
+        x(r.speedupOverThreads),
+        fmt(r.gflops, 1),
+        res ? fmtBytes(res.async.steps > 0 ? res.async.bytesPerStep : res.warmup.bytesPerStep) : '-',
+        res ? `${fmt(res.warmup.waitMs, 1)} / ${fmt(res.async.waitMs, 1)}` : '-',
+        fmtBytes(r.peakRssBytes),
+        fmt(res && res.launchMs / 1000, 1),
+        r.ok ? 'ok' : `failed: ${r.error}`,
+      ];
+    }),
+  );
+}

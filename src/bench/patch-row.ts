@@ -1,0 +1,159 @@
+// One row of `bench patch`: a RankPool running the UNet rank program for a few denoising steps at one
+// split (ranks × threads, parallelism, sync mode), with per-step timing and exchange figures from pool.stats.
+import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { readJson } from '../io/diffusers-folder.js';
+import { parseUNetConfig } from '../models/unet-config.js';
+import { distriConfig, type Parallelism, type SyncMode } from '../parallel/config.js';
+import { RankPool, type StepStats } from '../parallel/rank-pool.js';
+import { unetRankProgramModule } from '../pipelines/unet-rank-program.js';
+import { latentSize, unetFeeds } from './bench-inputs.js';
+import { median, peakRssBytes } from './table.js';
+import type { Progress } from './unet-row.js';
+
+export interface PatchRowSpec {
+  model: string;
+  modelDir: string;
+  ranks: number;
+  threadsPerRank: number;
+  parallelism: Parallelism;
+  mode: SyncMode;
+  splitBatch: boolean;
+  /** Pixels. */
+  height: number;
+  width: number;
+  /** UNet batch: 2 = the unconditional and conditional halves of one image. */
+  batch: number;
+  steps: number;
+  warmupSteps: number;
+  /** Run each compiled graph once before the timed steps (first runs are slower). */
+  prime: boolean;
+  timeoutMs: number;
+}
+
+export type StepPhase = 'warmup' | 'async';
+
+export interface StepRecord {
+  step: number;
+  phase: StepPhase;
+  ms: number;
+  /** Sum over ranks. */
+  bytesPublished: number;
+  /** Mean over ranks. */
+  waitMs: number;
+  perRank: StepStats['perRank'];
+}
+
+export interface PhaseSummary {
+  steps: number;
+  /** Median wall time of one step (all ranks). */
+  ms: number;
+  bytesPerStep: number;
+  waitMs: number;
+}
+
+export interface PatchRowResult {
+  model: string;
+  ranks: number;
+  threadsPerRank: number;
+  parallelism: Parallelism;
+  mode: SyncMode;
+  splitBatch: boolean;
+  height: number;
+  width: number;
+  batch: number;
+  warmupSteps: number;
+  primed: boolean;
+  exchangePoints: number;
+  /** RankPool.launch: worker start, model load and graph compilation on every rank. */
+  launchMs: number;
+  warmup: PhaseSummary;
+  async: PhaseSummary;
+  steps: StepRecord[];
+  peakRssBytes: number;
+}
+
+function summarise(records: readonly StepRecord[]): PhaseSummary {
+  return {
+    steps: records.length,
+    ms: median(records.map((r) => r.ms)),
+    bytesPerStep: median(records.map((r) => r.bytesPublished)),
+    waitMs: median(records.map((r) => r.waitMs)),
+  };
+}
+
+export async function runPatchRow(s: PatchRowSpec, progress: Progress = () => {}): Promise<PatchRowResult> {
+  const configPath = join(s.modelDir, 'config.json');
+  const unetConfig = parseUNetConfig(await readJson(configPath), configPath);
+  const [h, w] = latentSize(s.height, s.width);
+  const config = distriConfig({
+    height: s.height,
+    width: s.width,
+    ranks: s.ranks,
+    threadsPerRank: s.threadsPerRank,
+    parallelism: s.parallelism,
+    mode: s.mode,
+    splitBatch: s.splitBatch,
+    warmupSteps: s.warmupSteps,
+    timeoutMs: s.timeoutMs,
+  });
+  const t0 = performance.now();
+  const pool = await RankPool.launch({
+    config,
+    program: { module: unetRankProgramModule(), args: { modelDir: s.modelDir } },
+    classifierFreeGuidance: true,
+    batch: s.batch,
+    latentHeight: h,
+    latentWidth: w,
+  });
+  const launchMs = performance.now() - t0;
+  progress(`launched in ${(launchMs / 1000).toFixed(1)} s (${pool.points.length} exchange points)`);
+  try {
+    const feeds = unetFeeds(unetConfig, { batch: s.batch, height: s.height, width: s.width });
+    const timestep = feeds.timestep!.data as Float32Array;
+    const run = async (step: number) => {
+      timestep.fill(999 - Math.floor((step * 1000) / s.steps));
+      await pool.step(step, feeds);
+    };
+    if (s.prime) {
+      await run(0);
+      if (s.steps > s.warmupSteps + 1) await run(s.warmupSteps + 1);
+      pool.stats.length = 0;
+      progress('primed');
+    }
+    for (let step = 0; step < s.steps; step++) {
+      await run(step);
+      progress(`step ${step + 1}/${s.steps}: ${(pool.stats[pool.stats.length - 1]!.ms / 1000).toFixed(2)} s`);
+    }
+    // Naive patches never sync; a single rank has nothing to sync: split their steps by index as patch does.
+    const records: StepRecord[] = pool.stats.map((st) => ({
+      step: st.step,
+      phase: (s.parallelism === 'patch' ? st.sync : st.step <= s.warmupSteps) ? 'warmup' : 'async',
+      ms: st.ms,
+      bytesPublished: st.perRank.reduce((a, r) => a + r.bytesPublished, 0),
+      waitMs: st.perRank.reduce((a, r) => a + r.waitMs, 0) / st.perRank.length,
+      perRank: st.perRank,
+    }));
+    return {
+      model: s.model,
+      ranks: s.ranks,
+      threadsPerRank: s.threadsPerRank,
+      parallelism: s.parallelism,
+      mode: s.mode,
+      splitBatch: s.splitBatch,
+      height: s.height,
+      width: s.width,
+      batch: s.batch,
+      warmupSteps: s.warmupSteps,
+      primed: s.prime,
+      exchangePoints: pool.points.length,
+      launchMs,
+      warmup: summarise(records.filter((r) => r.phase === 'warmup')),
+      async: summarise(records.filter((r) => r.phase === 'async')),
+      steps: records,
+      peakRssBytes: peakRssBytes(),
+    };
+  } finally {
+    await pool.close();
+  }
+}
