@@ -31,6 +31,8 @@ export interface StepStats {
 
 type Split = { axis: 2 | 3; bands: Band[] };
 
+const COMPILE_TIMEOUT_MS = 30 * 60_000;
+
 // Under tsx (development, tests) the sources run as .ts, and workers need the tsx loader too.
 const fromSource = import.meta.url.endsWith('.ts');
 
@@ -100,6 +102,7 @@ export class RankPool {
   private readonly workers: Worker[] = [];
   private pending = new Map<number, { resolve: (r: StepReport) => void; reject: (e: Error) => void }>();
   private failure: Error | undefined;
+  private readonly exited = new Set<number>();
   /** Sequence number of the next step over all runs: exchange slots are told apart by it. */
   private seq = 0;
   private closed = false;
@@ -149,7 +152,12 @@ export class RankPool {
     }
     await program.dispose?.();
     const pool = new RankPool(o, layout, geometry, splits, points, program.output, program.spatialInput);
-    await pool.spawn(batchPerRank);
+    try {
+      await pool.spawn(batchPerRank);
+    } catch (e) {
+      await pool.close();
+      throw e;
+    }
     return pool;
   }
 
@@ -203,7 +211,8 @@ export class RankPool {
       this.workers.push(w);
       ready.push(this.watch(w, rank));
     }
-    await this.withTimeout(Promise.all(ready), c.timeoutMs, 'compiling the rank graphs');
+    // Compiling is not a wait on a peer: it gets its own, generous deadline.
+    await this.withTimeout(Promise.all(ready), Math.max(c.timeoutMs, COMPILE_TIMEOUT_MS), 'compiling the rank graphs');
   }
 
   /** Routes a worker's messages; any error or unexpected exit fails the whole pool, naming the rank. */
@@ -227,6 +236,7 @@ export class RankPool {
         rejectReady(e);
       });
       w.on('exit', (code) => {
+        this.exited.add(rank);
         if (this.closed) return;
         const e = new Error(`rank ${rank} exited unexpectedly (exit code ${code})`);
         this.failAll(e, rank);
@@ -314,12 +324,17 @@ export class RankPool {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    for (const w of this.workers) w.postMessage({ type: 'close' } satisfies ToRank);
-    // A rank stuck in a kernel cannot be joined; terminate does not wait for it.
+    const running = this.workers.filter((_, rank) => !this.exited.has(rank));
+    for (const w of running) w.postMessage({ type: 'close' } satisfies ToRank);
+    // A rank stuck in a kernel cannot be joined: give the others a moment, then terminate them all.
+    let timer: NodeJS.Timeout | undefined;
     await Promise.race([
-      Promise.all(this.workers.map((w) => new Promise((r) => w.once('exit', r)))),
-      new Promise((r) => setTimeout(r, 2000).unref()),
+      Promise.all(running.map((w) => new Promise((r) => w.once('exit', r)))),
+      new Promise((r) => {
+        timer = setTimeout(r, 2000);
+      }),
     ]);
-    for (const w of this.workers) void w.terminate();
+    clearTimeout(timer);
+    await Promise.all(running.map((w) => w.terminate()));
   }
 }
