@@ -15,7 +15,8 @@ const UNET = fixture('sdxl-tiny', 'unet');
 let base: StableDiffusionXLPipeline;
 
 before(async () => {
-  if (!skipWithoutFixtures) base = await StableDiffusionXLPipeline.fromPretrained(fixture('sdxl-tiny'), { threads: 1 });
+  if (!skipWithoutFixtures)
+    base = await StableDiffusionXLPipeline.fromPretrained(fixture('sdxl-tiny'), { threads: 1 });
 });
 after(async () => {
   await base?.dispose();
@@ -26,7 +27,12 @@ interface Trace {
   latents: Tensor;
 }
 
-function options(height: number, width: number, steps: number, extra: Partial<GenerateOptions> = {}): GenerateOptions {
+function options(
+  height: number,
+  width: number,
+  steps: number,
+  extra: Partial<GenerateOptions> = {},
+): GenerateOptions {
   return {
     prompt: 'a photo of an astronaut riding a horse on mars',
     negativePrompt: 'blurry, low quality, watermark',
@@ -52,7 +58,12 @@ async function distributed(
   runs: Array<GenerateOptions & { warmupSteps?: number }>,
   fault?: FaultInjection,
 ): Promise<Trace[]> {
-  const pipe = DistriSDXLPipeline.fromPipeline(base, UNET, { threadsPerRank: 1, timeoutMs: 60_000, ...config }, fault ? { fault } : {});
+  const pipe = DistriSDXLPipeline.fromPipeline(
+    base,
+    UNET,
+    { threadsPerRank: 1, timeoutMs: 60_000, ...config },
+    fault ? { fault } : {},
+  );
   try {
     const out: Trace[] = [];
     for (const o of runs) {
@@ -68,7 +79,9 @@ async function distributed(
 
 const rel = (a: Float32Array, b: Float32Array) => compare(a, b).relL2;
 
-test('full_sync equals one rank at every step: 2, 3, 4 ranks, uneven heights, CFG split on and off', { skip: skipWithoutFixtures }, async (t) => {
+test('full_sync equals one rank at every step: 2, 3, 4 ranks, uneven heights, CFG split on and off', {
+  skip: skipWithoutFixtures,
+}, async (t) => {
   const cases: Array<{ ranks: number; splitBatch: boolean; height: number; width: number }> = [
     { ranks: 2, splitBatch: false, height: 128, width: 96 },
     { ranks: 2, splitBatch: true, height: 128, width: 96 },
@@ -94,14 +107,21 @@ test('full_sync equals one rank at every step: 2, 3, 4 ranks, uneven heights, CF
 
 test('warmup over the whole run equals full_sync', { skip: skipWithoutFixtures }, async () => {
   const o = options(128, 96, 3);
-  const [full] = await distributed({ ranks: 2, splitBatch: false, mode: 'full_sync', height: 128, width: 96 }, [o]);
+  const [full] = await distributed(
+    { ranks: 2, splitBatch: false, mode: 'full_sync', height: 128, width: 96 },
+    [o],
+  );
   for (const mode of ['corrected_async_gn', 'stale_gn', 'no_sync'] as const) {
-    const [w] = await distributed({ ranks: 2, splitBatch: false, mode, height: 128, width: 96 }, [{ ...o, warmupSteps: 3 }]);
+    const [w] = await distributed({ ranks: 2, splitBatch: false, mode, height: 128, width: 96 }, [
+      { ...o, warmupSteps: 3 },
+    ]);
     assert.deepEqual(w!.latents.data, full!.latents.data, `${mode} with warmup 3 of 3 steps`);
   }
 });
 
-test('async modes: finite, deterministic, and closer to one rank than naive patches (4 ranks)', { skip: skipWithoutFixtures }, async (t) => {
+test('async modes: finite, deterministic, and closer to one rank than naive patches (4 ranks)', {
+  skip: skipWithoutFixtures,
+}, async (t) => {
   const o = { ...options(128, 96, 6), warmupSteps: 1 };
   const ref = await single(o);
   const cfg = { ranks: 4, splitBatch: false, height: 128, width: 96 };
@@ -120,11 +140,21 @@ test('async modes: finite, deterministic, and closer to one rank than naive patc
 });
 
 for (const kind of ['throw', 'exit', 'hang'] as const) {
-  test(`a rank that ${kind === 'hang' ? 'hangs' : kind === 'exit' ? 'exits' : 'throws'} ends the run with an error naming it`, { skip: skipWithoutFixtures }, async () => {
+  test(`a rank that ${kind === 'hang' ? 'hangs' : kind === 'exit' ? 'exits' : 'throws'} ends the run with an error naming it`, {
+    skip: skipWithoutFixtures,
+  }, async () => {
     const started = Date.now();
     await assert.rejects(
       distributed(
-        { ranks: 3, splitBatch: false, mode: 'corrected_async_gn', height: 128, width: 96, timeoutMs: 4000, warmupSteps: 1 },
+        {
+          ranks: 3,
+          splitBatch: false,
+          mode: 'corrected_async_gn',
+          height: 128,
+          width: 96,
+          timeoutMs: 4000,
+          warmupSteps: 1,
+        },
         [options(128, 96, 4)],
         { rank: 1, step: 2, kind },
       ),

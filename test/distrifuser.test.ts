@@ -5,7 +5,14 @@ import { test } from 'node:test';
 import type { SyncMode } from '../src/parallel/config.js';
 import { DistriSDXLPipeline } from '../src/pipelines/distri-pipelines.js';
 import { StableDiffusionXLPipeline } from '../src/pipelines/stable-diffusion-xl.js';
-import { asFloat, assertClose, fixture, haveFixtures, loadFixture, skipWithoutFixtures } from './helpers/fixtures.js';
+import {
+  asFloat,
+  assertClose,
+  fixture,
+  haveFixtures,
+  loadFixture,
+  skipWithoutFixtures,
+} from './helpers/fixtures.js';
 
 interface Run {
   id: string;
@@ -35,7 +42,9 @@ let shared: Awaited<ReturnType<typeof loadFixture>> | undefined;
 let base: StableDiffusionXLPipeline | undefined;
 
 for (const [key, group] of groups) {
-  test(`distrifuser ${key}: final latents and per-step noise match the reference`, { skip: skipWithoutFixtures }, async (t) => {
+  test(`distrifuser ${key}: final latents and per-step noise match the reference`, {
+    skip: skipWithoutFixtures,
+  }, async (t) => {
     shared ??= await loadFixture('distrifuser', 'distrifuser_shared.safetensors');
     base ??= await StableDiffusionXLPipeline.fromPretrained(fixture('sdxl-tiny'), { threads: 1 });
     const first = group[0]!;

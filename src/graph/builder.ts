@@ -18,7 +18,8 @@ export class SymTensor {
 
   dim(i: number): number {
     const d = this.shape[i < 0 ? this.shape.length + i : i];
-    if (d === undefined) throw new Error(`tensor ${this.name}: no axis ${i} in shape [${this.shape.join(', ')}]`);
+    if (d === undefined)
+      throw new Error(`tensor ${this.name}: no axis ${i} in shape [${this.shape.join(', ')}]`);
     return d;
   }
 }
@@ -161,8 +162,13 @@ export class GraphBuilder {
   }
 
   /** A small inline constant (shapes, scales, frequencies). */
-  constant(values: Float32Array | BigInt64Array | Int32Array, shape: readonly number[], base = 'const'): SymTensor {
-    const dtype: DType = values instanceof Float32Array ? 'float32' : values instanceof Int32Array ? 'int32' : 'int64';
+  constant(
+    values: Float32Array | BigInt64Array | Int32Array,
+    shape: readonly number[],
+    base = 'const',
+  ): SymTensor {
+    const dtype: DType =
+      values instanceof Float32Array ? 'float32' : values instanceof Int32Array ? 'int32' : 'int64';
     const name = this.freshName(base);
     const raw = new Uint8Array(values.buffer.slice(values.byteOffset, values.byteOffset + values.byteLength));
     this.constants.push({ name, dtype, shape: [...shape], raw });
@@ -175,7 +181,11 @@ export class GraphBuilder {
   }
 
   constInt64(values: readonly number[], shape: readonly number[] = [values.length]): SymTensor {
-    return this.constant(BigInt64Array.from(values, (v) => BigInt(v)), shape, 'shape');
+    return this.constant(
+      BigInt64Array.from(values, (v) => BigInt(v)),
+      shape,
+      'shape',
+    );
   }
 
   /**
@@ -193,7 +203,14 @@ export class GraphBuilder {
     this.constantNames.add(key);
     let t = new SymTensor(this, key, dtype, [...shape]);
     if (dtype !== 'float32') {
-      [t] = this.node('Cast', [t], [{ dtype: 'float32', shape }], { to: { type: 'int', value: 1 } }, '', 'widen');
+      [t] = this.node(
+        'Cast',
+        [t],
+        [{ dtype: 'float32', shape }],
+        { to: { type: 'int', value: 1 } },
+        '',
+        'widen',
+      );
     }
     this.weightTensors.set(key, t!);
     return t!;
@@ -215,7 +232,8 @@ export class GraphBuilder {
     base = opType,
   ): SymTensor[] {
     for (const i of inputs) {
-      if (i && i.graph !== this) throw new Error(`${opType} at '${this.path}': input ${i.name} is from another graph`);
+      if (i && i.graph !== this)
+        throw new Error(`${opType} at '${this.path}': input ${i.name} is from another graph`);
     }
     const outputs = outs.map((o) => new SymTensor(this, this.freshName(base), o.dtype, [...o.shape]));
     const inputNames = inputs.map((i) => (i ? i.name : ''));

@@ -1,10 +1,10 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { WeightStore } from '../io/weights.js';
 import { asFloat, compare, fixture, loadFixture, skipWithoutFixtures } from '../../test/helpers/fixtures.js';
+import { readJson } from '../io/diffusers-folder.js';
+import { WeightStore } from '../io/weights.js';
 import { buildUNetGraph } from '../models/unet-2d-condition.js';
 import { parseUNetConfig } from '../models/unet-config.js';
-import { readJson } from '../io/diffusers-folder.js';
 import { GraphBuilder, ShapeError } from './builder.js';
 import * as F from './functional.js';
 import type { ExchangeHooks } from './hooks.js';
@@ -17,7 +17,11 @@ test('ops check shapes at build time and name the op, the module path and both s
   const w = b.constFloat(new Array(8 * 3 * 9).fill(0), [8, 3, 3, 3]);
   assert.throws(
     () => b.scope('down_blocks', () => b.scope(0, () => F.conv2d(x, w, null))),
-    (e: Error) => e instanceof ShapeError && /Conv at 'down_blocks\.0'/.test(e.message) && /\[1, 4, 8, 8\]/.test(e.message) && /\[8, 3, 3, 3\]/.test(e.message),
+    (e: Error) =>
+      e instanceof ShapeError &&
+      /Conv at 'down_blocks\.0'/.test(e.message) &&
+      /\[1, 4, 8, 8\]/.test(e.message) &&
+      /\[8, 3, 3, 3\]/.test(e.message),
   );
   const y = b.input('y', 'float32', [2, 5]);
   assert.throws(() => F.add(x, y), /\[1, 4, 8, 8\] and \[2, 5\] do not broadcast/);
@@ -42,7 +46,9 @@ test('a graph runs and matches a float64 computation (conv with padding, exact g
             const iy = oy + ky - 1;
             const ix = ox + kx - 1;
             if (iy < 0 || iy > 2 || ix < 0 || ix > 2) continue;
-            conv[oy * 3 + ox]! += xs[c * 9 + iy * 3 + ix]! * [1, 0, -1, 2, 0.5, 0, 0, 1, 1, -1, 0, 0.25, 1, 1, 1, 0, 0, 2][c * 9 + ky * 3 + kx]!;
+            conv[oy * 3 + ox]! +=
+              xs[c * 9 + iy * 3 + ix]! *
+              [1, 0, -1, 2, 0.5, 0, 0, 1, 1, -1, 0, 0.25, 1, 1, 1, 0, 0, 2][c * 9 + ky * 3 + kx]!;
           }
   assert.ok(compare(out.conv!.data as Float32Array, conv).relL2 < 1e-6);
   const erf = (z: number) => {
@@ -60,7 +66,9 @@ test('a graph runs and matches a float64 computation (conv with padding, exact g
   await g.dispose();
 });
 
-test('a UNet cut into segments at every exchange point computes what the uncut one does', { skip: skipWithoutFixtures }, async () => {
+test('a UNet cut into segments at every exchange point computes what the uncut one does', {
+  skip: skipWithoutFixtures,
+}, async () => {
   const dir = fixture('sdxl-tiny', 'unet');
   const config = parseUNetConfig(await readJson(`${dir}/config.json`), 'config.json');
   const weights = await WeightStore.fromFiles(dir, [`${dir}/diffusion_pytorch_model.safetensors`]);
@@ -79,7 +87,9 @@ test('a UNet cut into segments at every exchange point computes what the uncut o
     },
   };
   const whole = await CompiledGraph.fromBuilder(buildUNetGraph(config, weights, spec), { threads: 1 });
-  const cut = await CompiledGraph.fromBuilder(buildUNetGraph(config, weights, { ...spec, hooks: identity }), { threads: 1 });
+  const cut = await CompiledGraph.fromBuilder(buildUNetGraph(config, weights, { ...spec, hooks: identity }), {
+    threads: 1,
+  });
   assert.equal(whole.segmentCount, 1);
   assert.ok(cut.segmentCount > 100, `only ${cut.segmentCount} segments`);
   const feeds = {
@@ -91,7 +101,14 @@ test('a UNet cut into segments at every exchange point computes what the uncut o
   };
   const a = (await whole.run(feeds)).out_sample!.data as Float32Array;
   let exchanges = 0;
-  const b = (await cut.run(feeds, { exchange: (_m, locals) => (exchanges++, [...locals]) })).out_sample!.data as Float32Array;
+  const b = (
+    await cut.run(feeds, {
+      exchange: (_m, locals) => {
+        exchanges++;
+        return [...locals];
+      },
+    })
+  ).out_sample!.data as Float32Array;
   assert.equal(exchanges, cut.segmentCount - 1);
   const c = compare(b, a);
   assert.ok(c.relL2 < 1e-6, `cut vs whole rel L2 ${c.relL2}`);

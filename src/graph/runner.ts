@@ -3,7 +3,7 @@ import ort from 'onnxruntime-node';
 import type { ExchangeMarker, GraphBuilder } from './builder.js';
 import type { DType } from './dtype.js';
 import type { OnnxValueInfo } from './onnx-model.js';
-import { planSegments, type GraphPlan, type SegmentPlan } from './segments.js';
+import { type GraphPlan, planSegments, type SegmentPlan } from './segments.js';
 import { createSession, type EngineOptions } from './session.js';
 
 export type HostData = Float32Array | BigInt64Array;
@@ -100,7 +100,10 @@ export class CompiledGraph {
     return this.segments.length;
   }
 
-  async run(feeds: Readonly<Record<string, HostTensor>>, hooks: RunHooks = {}): Promise<Record<string, HostTensor>> {
+  async run(
+    feeds: Readonly<Record<string, HostTensor>>,
+    hooks: RunHooks = {},
+  ): Promise<Record<string, HostTensor>> {
     const check = (i: OnnxValueInfo, f: HostTensor | undefined): HostTensor => {
       if (!f) throw new Error(`graph ${this.plan.name}: missing input '${i.name}' [${i.shape.join(', ')}]`);
       if (!sameShape(f.shape, i.shape)) {
@@ -109,7 +112,9 @@ export class CompiledGraph {
         );
       }
       if (f.data.length !== count(f.shape)) {
-        throw new Error(`graph ${this.plan.name}: input '${i.name}' holds ${f.data.length} values for shape [${f.shape.join(', ')}]`);
+        throw new Error(
+          `graph ${this.plan.name}: input '${i.name}' holds ${f.data.length} values for shape [${f.shape.join(', ')}]`,
+        );
       }
       return f;
     };
@@ -139,7 +144,10 @@ export class CompiledGraph {
         for (const i of p.inputs) {
           const v =
             i.source === 'graph-input' ? (feeds[i.name] ?? check(i, hooks.input?.(i))) : values.get(i.name);
-          if (!v) throw new Error(`graph ${this.plan.name}: segment ${p.index} (${p.path}) lacks input '${i.name}'`);
+          if (!v)
+            throw new Error(
+              `graph ${this.plan.name}: segment ${p.index} (${p.path}) lacks input '${i.name}'`,
+            );
           ortFeeds[i.name] = toOrt(v);
         }
         const fetches: Record<string, ort.Tensor> = {};
@@ -171,7 +179,9 @@ export class CompiledGraph {
           return v;
         });
         if (!hooks.exchange) {
-          throw new Error(`graph ${this.plan.name}: exchange point ${p.exchange.path} (${p.exchange.kind}) needs an exchange hook`);
+          throw new Error(
+            `graph ${this.plan.name}: exchange point ${p.exchange.path} (${p.exchange.kind}) needs an exchange hook`,
+          );
         }
         const assembled = await hooks.exchange(p.exchange, locals);
         p.exchange.assembled.forEach((a, i) => {

@@ -1,7 +1,13 @@
 // Cuts a built graph into segments at its exchange and split markers (the planner of stable-diffusion.cpp's
 // graph cuts). Each segment becomes one ONNX graph whose inputs are typed: a graph input, a tensor an
 // earlier segment produced, or an exchange result; weights stay external initializers.
-import { type BuiltNode, type ExchangeMarker, type GraphBuilder, isMarker, type WeightUse } from './builder.js';
+import {
+  type BuiltNode,
+  type ExchangeMarker,
+  type GraphBuilder,
+  isMarker,
+  type WeightUse,
+} from './builder.js';
 import type { DType } from './dtype.js';
 import type { OnnxGraph, OnnxInitializer, OnnxNode, OnnxValueInfo } from './onnx-model.js';
 
@@ -115,13 +121,15 @@ export function planSegments(b: GraphBuilder): GraphPlan {
       if (p === s) return;
       const t = info.get(name)!;
       if (p !== undefined) {
-        if (p > s) throw new Error(`graph ${b.name}: tensor ${name} is used in segment ${s} before it is made`);
+        if (p > s)
+          throw new Error(`graph ${b.name}: tensor ${name} is used in segment ${s} before it is made`);
         segOutputs[p]!.add(name);
         inputs.set(name, { name, ...t, source: 'earlier-segment' });
       } else if (graphInputs.has(name)) {
         inputs.set(name, { name, ...t, source: 'graph-input' });
       } else if (exchangeInputs.has(name)) {
-        if (exchangeInputs.get(name)! > s) throw new Error(`graph ${b.name}: ${name} used before its exchange`);
+        if (exchangeInputs.get(name)! > s)
+          throw new Error(`graph ${b.name}: ${name} used before its exchange`);
         inputs.set(name, { name, ...t, source: 'exchange' });
       } else {
         throw new Error(`graph ${b.name}: tensor '${name}' is used but never defined`);

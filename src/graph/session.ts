@@ -30,22 +30,31 @@ export function defaultThreads(): number {
 }
 
 /** Maps a device string to ORT execution providers, with a clear error for unknown or missing ones. */
-export function executionProviders(device: string | undefined): ort.InferenceSession.ExecutionProviderConfig[] {
+export function executionProviders(
+  device: string | undefined,
+): ort.InferenceSession.ExecutionProviderConfig[] {
   const d = device ?? 'cpu';
   const available = ort.listSupportedBackends().map((b) => b.name);
   if (d === 'cpu') return ['cpu'];
   if (d === 'webgpu') {
     if (!available.includes('webgpu')) {
-      throw new Error(`device 'webgpu': this onnxruntime-node build has no WebGPU provider (available: ${available.join(', ')})`);
+      throw new Error(
+        `device 'webgpu': this onnxruntime-node build has no WebGPU provider (available: ${available.join(', ')})`,
+      );
     }
     return [{ name: 'webgpu' }, 'cpu'];
   }
   const m = /^cuda(?::(\d+))?$/.exec(d);
   if (m) {
     if (!available.includes('cuda')) {
-      throw new Error(`device '${d}': this onnxruntime-node build has no CUDA provider (available: ${available.join(', ')})`);
+      throw new Error(
+        `device '${d}': this onnxruntime-node build has no CUDA provider (available: ${available.join(', ')})`,
+      );
     }
-    return [{ name: 'cuda', deviceId: Number(m[1] ?? 0) } as ort.InferenceSession.ExecutionProviderConfig, 'cpu'];
+    return [
+      { name: 'cuda', deviceId: Number(m[1] ?? 0) } as ort.InferenceSession.ExecutionProviderConfig,
+      'cpu',
+    ];
   }
   throw new Error(`device '${d}': expected 'cpu', 'cuda', 'cuda:N' or 'webgpu'`);
 }
@@ -88,7 +97,12 @@ async function loadWeightBlobs(
     const h = await open(file, 'r');
     try {
       for (const l of list) {
-        const { bytesRead } = await h.read(blobs[l.blob]!.data, l.offset, l.w.entry.byteLength, l.w.entry.offset);
+        const { bytesRead } = await h.read(
+          blobs[l.blob]!.data,
+          l.offset,
+          l.w.entry.byteLength,
+          l.w.entry.offset,
+        );
         if (bytesRead !== l.w.entry.byteLength) {
           throw new Error(`${file}: truncated while reading tensor '${l.w.name}'`);
         }
@@ -189,7 +203,9 @@ export async function createSession(
     if (weights.length > 0) weightLoadingStats.inMemory += 1;
     return session;
   } catch (e) {
-    throw new Error(`creating an ORT session for graph '${graph.name}' on ${opts.device ?? 'cpu'}: ${(e as Error).message}`);
+    throw new Error(
+      `creating an ORT session for graph '${graph.name}' on ${opts.device ?? 'cpu'}: ${(e as Error).message}`,
+    );
   }
 }
 

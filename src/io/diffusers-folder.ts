@@ -8,11 +8,14 @@ export type JsonObject = Record<string, unknown>;
 // Python's json writes -Infinity, Infinity and NaN (diffusers saves lambda_min_clipped = -inf). Out-of-range
 // literals parse to ±Infinity in JSON.parse; NaN becomes null. Strings are left alone.
 function pythonJson(text: string): string {
-  return text.replace(/("(?:[^"\\]|\\.)*")|(-?)Infinity\b|\bNaN\b/g, (m, str: string | undefined, sign: string | undefined) => {
-    if (str) return str;
-    if (m === 'NaN') return 'null';
-    return `${sign ?? ''}1e400`;
-  });
+  return text.replace(
+    /("(?:[^"\\]|\\.)*")|(-?)Infinity\b|\bNaN\b/g,
+    (m, str: string | undefined, sign: string | undefined) => {
+      if (str) return str;
+      if (m === 'NaN') return 'null';
+      return `${sign ?? ''}1e400`;
+    },
+  );
 }
 
 export async function readJson(path: string): Promise<JsonObject> {
@@ -28,7 +31,8 @@ export async function readJson(path: string): Promise<JsonObject> {
   } catch (e) {
     throw new Error(`${path}: not valid JSON (${(e as Error).message})`);
   }
-  if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new Error(`${path}: expected a JSON object`);
+  if (typeof v !== 'object' || v === null || Array.isArray(v))
+    throw new Error(`${path}: expected a JSON object`);
   return v as JsonObject;
 }
 

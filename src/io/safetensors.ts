@@ -1,6 +1,11 @@
 import { type FileHandle, open, rename, rm } from 'node:fs/promises';
 import { basename } from 'node:path';
-import { bfloatArrayToFloat32, float32ToBfloatArray, float32ToHalfArray, halfArrayToFloat32 } from './half.js';
+import {
+  bfloatArrayToFloat32,
+  float32ToBfloatArray,
+  float32ToHalfArray,
+  halfArrayToFloat32,
+} from './half.js';
 import { type AnyTensor, formatShape, type Int64Tensor, numel, type Tensor } from './tensor.js';
 
 export type SafetensorsDtype =
@@ -118,7 +123,10 @@ export class SafetensorsFile {
       const n = Math.min(MAX_READ, length - done);
       const { bytesRead } = await handle.read(buf, done, n, offset + done);
       if (bytesRead === 0) {
-        throw new SafetensorsError(this.path, `unexpected end of file reading ${length} bytes at offset ${offset}`);
+        throw new SafetensorsError(
+          this.path,
+          `unexpected end of file reading ${length} bytes at offset ${offset}`,
+        );
       }
       done += bytesRead;
     }
@@ -185,7 +193,11 @@ async function parseHeader(
   path: string,
   handle: FileHandle,
   size: number,
-): Promise<{ headerLength: number; entries: Map<string, SafetensorsEntry>; metadata: Record<string, string> }> {
+): Promise<{
+  headerLength: number;
+  entries: Map<string, SafetensorsEntry>;
+  metadata: Record<string, string>;
+}> {
   if (size < 8) {
     throw new SafetensorsError(path, `truncated: a safetensors file needs at least 8 bytes, found ${size}`);
   }
@@ -196,7 +208,9 @@ async function parseHeader(
     throw new SafetensorsError(
       path,
       `corrupt or truncated: header length ${headerLength64} exceeds ${
-        headerLength64 > BigInt(MAX_HEADER_BYTES) ? `the ${MAX_HEADER_BYTES}-byte limit` : `the file (${size} bytes)`
+        headerLength64 > BigInt(MAX_HEADER_BYTES)
+          ? `the ${MAX_HEADER_BYTES}-byte limit`
+          : `the file (${size} bytes)`
       }`,
     );
   }
@@ -241,7 +255,10 @@ async function parseHeader(
       !offsets.every((o) => Number.isSafeInteger(o) && o >= 0) ||
       offsets[1] < offsets[0]
     ) {
-      throw new SafetensorsError(path, `tensor '${name}': data_offsets must be [begin, end] with 0 <= begin <= end`);
+      throw new SafetensorsError(
+        path,
+        `tensor '${name}': data_offsets must be [begin, end] with 0 <= begin <= end`,
+      );
     }
     const [begin, end] = offsets as [number, number];
     const expected = numel(shape as number[]) * DTYPE_BYTES[dtype as SafetensorsDtype];
@@ -290,7 +307,10 @@ function parseMetadata(path: string, value: unknown): Record<string, string> {
 }
 
 /** Reads every tensor (or the named ones) of a safetensors file: floats as float32, integers as int64. */
-export async function readSafetensors(path: string, names?: readonly string[]): Promise<Record<string, AnyTensor>> {
+export async function readSafetensors(
+  path: string,
+  names?: readonly string[],
+): Promise<Record<string, AnyTensor>> {
   const file = await SafetensorsFile.open(path);
   try {
     const out: Record<string, AnyTensor> = {};

@@ -43,7 +43,11 @@ export class WeightStore {
     private readonly entries: ReadonlyMap<string, WeightEntry>,
   ) {}
 
-  static async fromFiles(source: string, files: readonly string[], onlyKeys?: ReadonlySet<string>): Promise<WeightStore> {
+  static async fromFiles(
+    source: string,
+    files: readonly string[],
+    onlyKeys?: ReadonlySet<string>,
+  ): Promise<WeightStore> {
     const entries = new Map<string, WeightEntry>();
     for (const path of files) {
       const f = await SafetensorsFile.open(path);
@@ -56,7 +60,14 @@ export class WeightStore {
           if (prev) {
             throw new Error(`${path}: tensor '${key}' is also in ${prev.file}; each weight must appear once`);
           }
-          entries.set(key, { key, dtype: e.dtype, shape: e.shape, file: path, offset: e.offset, byteLength: e.byteLength });
+          entries.set(key, {
+            key,
+            dtype: e.dtype,
+            shape: e.shape,
+            file: path,
+            offset: e.offset,
+            byteLength: e.byteLength,
+          });
         }
       } finally {
         await f.close();

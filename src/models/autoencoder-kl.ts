@@ -4,7 +4,7 @@ import { GraphBuilder, type SymTensor } from '../graph/builder.js';
 import * as F from '../graph/functional.js';
 import { GraphCache, toTensor } from '../graph/graph-cache.js';
 import type { ExchangeHooks } from '../graph/hooks.js';
-import { loadComponent, type JsonObject } from '../io/diffusers-folder.js';
+import { type JsonObject, loadComponent } from '../io/diffusers-folder.js';
 import { formatShape, type Tensor } from '../io/tensor.js';
 import type { WeightStore } from '../io/weights.js';
 import { attention } from './attention.js';
@@ -82,12 +82,24 @@ function vaeMidBlock(b: GraphBuilder, x: SymTensor, c: VaeConfig): SymTensor {
   });
 }
 
-function resnets(b: GraphBuilder, x: SymTensor, count: number, inCh: number, outCh: number, c: VaeConfig): SymTensor {
+function resnets(
+  b: GraphBuilder,
+  x: SymTensor,
+  count: number,
+  inCh: number,
+  outCh: number,
+  c: VaeConfig,
+): SymTensor {
   let h = x;
   b.scope('resnets', () => {
     for (let j = 0; j < count; j++) {
       h = b.scope(j, () =>
-        resnetBlock(b, h, undefined, { inChannels: j === 0 ? inCh : outCh, outChannels: outCh, groups: c.normNumGroups, eps: EPS }),
+        resnetBlock(b, h, undefined, {
+          inChannels: j === 0 ? inCh : outCh,
+          outChannels: outCh,
+          groups: c.normNumGroups,
+          eps: EPS,
+        }),
       );
     }
   });
@@ -103,11 +115,20 @@ export function buildVaeDecoderGraph(
   const b = new GraphBuilder('vae_decoder', { weights, ...(spec.hooks ? { hooks: spec.hooks } : {}) });
   let z = b.input('latents', 'float32', [spec.batch, c.latentChannels, spec.height, spec.width]);
   if (c.usePostQuantConv) {
-    z = conv2d(b, 'post_quant_conv', z, { inChannels: c.latentChannels, outChannels: c.latentChannels, kernel: 1 });
+    z = conv2d(b, 'post_quant_conv', z, {
+      inChannels: c.latentChannels,
+      outChannels: c.latentChannels,
+      kernel: 1,
+    });
   }
   const rev = [...c.blockOutChannels].reverse();
   const out = b.scope('decoder', () => {
-    let h = conv2d(b, 'conv_in', z, { inChannels: c.latentChannels, outChannels: rev[0]!, kernel: 3, padding: 1 });
+    let h = conv2d(b, 'conv_in', z, {
+      inChannels: c.latentChannels,
+      outChannels: rev[0]!,
+      kernel: 3,
+      padding: 1,
+    });
     h = vaeMidBlock(b, h, c);
     b.scope('up_blocks', () => {
       let prev = rev[0]!;
@@ -120,19 +141,33 @@ export function buildVaeDecoderGraph(
       });
     });
     h = F.silu(groupNorm(b, 'conv_norm_out', h, c.normNumGroups, EPS));
-    return conv2d(b, 'conv_out', h, { inChannels: rev[rev.length - 1]!, outChannels: c.outChannels, kernel: 3, padding: 1 });
+    return conv2d(b, 'conv_out', h, {
+      inChannels: rev[rev.length - 1]!,
+      outChannels: c.outChannels,
+      kernel: 3,
+      padding: 1,
+    });
   });
   b.output('sample', out);
   return b;
 }
 
 /** encoder: [B, in, H, W] in [-1, 1] → latent distribution (mean, logvar clamped to [-30, 20], std). */
-export function buildVaeEncoderGraph(c: VaeConfig, weights: WeightStore, spec: { batch: number; height: number; width: number }): GraphBuilder {
+export function buildVaeEncoderGraph(
+  c: VaeConfig,
+  weights: WeightStore,
+  spec: { batch: number; height: number; width: number },
+): GraphBuilder {
   const b = new GraphBuilder('vae_encoder', { weights });
   const x = b.input('image', 'float32', [spec.batch, c.inChannels, spec.height, spec.width]);
   const n = c.blockOutChannels.length;
   let moments = b.scope('encoder', () => {
-    let h = conv2d(b, 'conv_in', x, { inChannels: c.inChannels, outChannels: c.blockOutChannels[0]!, kernel: 3, padding: 1 });
+    let h = conv2d(b, 'conv_in', x, {
+      inChannels: c.inChannels,
+      outChannels: c.blockOutChannels[0]!,
+      kernel: 3,
+      padding: 1,
+    });
     b.scope('down_blocks', () => {
       let prev = c.blockOutChannels[0]!;
       c.blockOutChannels.forEach((ch, i) => {
@@ -145,12 +180,24 @@ export function buildVaeEncoderGraph(c: VaeConfig, weights: WeightStore, spec: {
     });
     h = vaeMidBlock(b, h, c);
     h = F.silu(groupNorm(b, 'conv_norm_out', h, c.normNumGroups, EPS));
-    return conv2d(b, 'conv_out', h, { inChannels: c.blockOutChannels[n - 1]!, outChannels: 2 * c.latentChannels, kernel: 3, padding: 1 });
+    return conv2d(b, 'conv_out', h, {
+      inChannels: c.blockOutChannels[n - 1]!,
+      outChannels: 2 * c.latentChannels,
+      kernel: 3,
+      padding: 1,
+    });
   });
   if (c.useQuantConv) {
-    moments = conv2d(b, 'quant_conv', moments, { inChannels: 2 * c.latentChannels, outChannels: 2 * c.latentChannels, kernel: 1 });
+    moments = conv2d(b, 'quant_conv', moments, {
+      inChannels: 2 * c.latentChannels,
+      outChannels: 2 * c.latentChannels,
+      kernel: 1,
+    });
   }
-  const [mean, rawLogvar] = F.split(moments, [c.latentChannels, c.latentChannels], 1) as [SymTensor, SymTensor];
+  const [mean, rawLogvar] = F.split(moments, [c.latentChannels, c.latentChannels], 1) as [
+    SymTensor,
+    SymTensor,
+  ];
   const logvar = F.clip(rawLogvar, -30, 20);
   b.output('mean', mean);
   b.output('logvar', logvar);
@@ -195,7 +242,9 @@ export class AutoencoderKL {
   async decode(latents: Tensor): Promise<Tensor> {
     const [batch, ch, height, width] = latents.shape as [number, number, number, number];
     if (latents.shape.length !== 4 || ch !== this.config.latentChannels) {
-      throw new Error(`VAE decode: expected latents [B, ${this.config.latentChannels}, h, w], got ${formatShape(latents.shape)}`);
+      throw new Error(
+        `VAE decode: expected latents [B, ${this.config.latentChannels}, h, w], got ${formatShape(latents.shape)}`,
+      );
     }
     const g = await this.cache.get(`dec:${batch}x${height}x${width}`, () =>
       buildVaeDecoderGraph(this.config, this.weights, { batch, height, width }),
@@ -216,7 +265,11 @@ export class AutoencoderKL {
       buildVaeEncoderGraph(this.config, this.weights, { batch, height, width }),
     );
     const out = await g.run({ image });
-    return { mean: toTensor(out.mean, 'VAE mean'), logvar: toTensor(out.logvar, 'VAE logvar'), std: toTensor(out.std, 'VAE std') };
+    return {
+      mean: toTensor(out.mean, 'VAE mean'),
+      logvar: toTensor(out.logvar, 'VAE logvar'),
+      std: toTensor(out.std, 'VAE std'),
+    };
   }
 
   /** Image in [-1, 1] → the latent mean (what img2img pipelines use with a deterministic encode). */

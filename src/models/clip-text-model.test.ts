@@ -3,7 +3,6 @@ import { mkdtemp, readdir, readFile, rm, symlink, writeFile } from 'node:fs/prom
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import type { AnyTensor, Int64Tensor, Tensor } from '../io/tensor.js';
 import {
   asFloat,
   assertClose,
@@ -11,6 +10,7 @@ import {
   loadFixture,
   skipWithoutFixtures,
 } from '../../test/helpers/fixtures.js';
+import type { AnyTensor, Int64Tensor, Tensor } from '../io/tensor.js';
 import { parseCLIPTextConfig, readCLIPTextConfig } from './clip-text-config.js';
 import {
   CLIPTextModel,

@@ -5,8 +5,8 @@ import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { gunzipSync } from 'node:zlib';
 import { fixture, skipWithoutFixtures } from '../../test/helpers/fixtures.js';
-import { CLIP_MERGE_COUNT, MergesVocabulary, parseMerges, vocabFromMerges } from './clip-tokenizer-bpe.js';
 import { CLIPTokenizer } from './clip-tokenizer.js';
+import { CLIP_MERGE_COUNT, MergesVocabulary, parseMerges, vocabFromMerges } from './clip-tokenizer-bpe.js';
 
 interface Prompt {
   index: number;

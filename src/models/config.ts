@@ -3,7 +3,17 @@
 import type { JsonObject } from '../io/diffusers-folder.js';
 
 // Bookkeeping keys every saved config carries.
-const META_KEYS = new Set(['_class_name', '_diffusers_version', '_name_or_path', 'architectures', 'transformers_version', 'model_type', 'torch_dtype', '_commit_hash', '_use_default_values']);
+const META_KEYS = new Set([
+  '_class_name',
+  '_diffusers_version',
+  '_name_or_path',
+  'architectures',
+  'transformers_version',
+  'model_type',
+  'torch_dtype',
+  '_commit_hash',
+  '_use_default_values',
+]);
 
 export class ConfigReader {
   private readonly read = new Set<string>();
@@ -59,7 +69,9 @@ export class ConfigReader {
       return fallback;
     }
     if (typeof v !== 'string' || !allowed.includes(v as T)) {
-      throw new Error(`${this.file}: unsupported "${key}" ${JSON.stringify(v)}; supported: ${allowed.join(', ')}`);
+      throw new Error(
+        `${this.file}: unsupported "${key}" ${JSON.stringify(v)}; supported: ${allowed.join(', ')}`,
+      );
     }
     return v as T;
   }
@@ -98,7 +110,9 @@ export class ConfigReader {
     if (!Array.isArray(v)) this.bad(key, 'a list of strings', v);
     for (const x of v) {
       if (typeof x !== 'string' || !allowed.includes(x as T)) {
-        throw new Error(`${this.file}: unsupported entry ${JSON.stringify(x)} in "${key}"; supported: ${allowed.join(', ')}`);
+        throw new Error(
+          `${this.file}: unsupported entry ${JSON.stringify(x)} in "${key}"; supported: ${allowed.join(', ')}`,
+        );
       }
     }
     return v as T[];
@@ -109,7 +123,9 @@ export class ConfigReader {
     const v = this.raw(key);
     if (v === undefined || v === null) return;
     if (!accepted.some((a) => JSON.stringify(a) === JSON.stringify(v))) {
-      throw new Error(`${this.file}: "${key}" = ${JSON.stringify(v)} is not supported (supported: ${accepted.map((a) => JSON.stringify(a)).join(', ')})`);
+      throw new Error(
+        `${this.file}: "${key}" = ${JSON.stringify(v)} is not supported (supported: ${accepted.map((a) => JSON.stringify(a)).join(', ')})`,
+      );
     }
   }
 

@@ -10,7 +10,10 @@ export interface TimestepsSpec {
 }
 
 export function timesteps(t: SymTensor, s: TimestepsSpec): SymTensor {
-  return F.sinusoidalEmbedding(t, s.channels, { flipSinToCos: s.flipSinToCos, downscaleFreqShift: s.freqShift });
+  return F.sinusoidalEmbedding(t, s.channels, {
+    flipSinToCos: s.flipSinToCos,
+    downscaleFreqShift: s.freqShift,
+  });
 }
 
 export function timestepEmbedding(b: GraphBuilder, name: string, x: SymTensor, dim: number): SymTensor {

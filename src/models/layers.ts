@@ -28,18 +28,32 @@ export function conv2d(b: GraphBuilder, name: string, x: SymTensor, spec: Conv2d
 }
 
 /** nn.GroupNorm `name` (affine); an exchange point for the statistics. */
-export function groupNorm(b: GraphBuilder, name: string, x: SymTensor, groups: number, eps: number): SymTensor {
+export function groupNorm(
+  b: GraphBuilder,
+  name: string,
+  x: SymTensor,
+  groups: number,
+  eps: number,
+): SymTensor {
   return b.scope(name, () => {
     const c = x.dim(1);
     const w = b.param('weight', [c]);
     const bias = b.param('bias', [c]);
     const stats = b.hooks.groupNormStats?.({ path: b.path, x, groups, eps });
-    return stats ? F.groupNormWithStats(x, stats, groups, eps, w, bias) : F.groupNorm(x, groups, eps, w, bias);
+    return stats
+      ? F.groupNormWithStats(x, stats, groups, eps, w, bias)
+      : F.groupNorm(x, groups, eps, w, bias);
   });
 }
 
 /** nn.Linear `name`. */
-export function linear(b: GraphBuilder, name: string, x: SymTensor, outFeatures: number, bias = true): SymTensor {
+export function linear(
+  b: GraphBuilder,
+  name: string,
+  x: SymTensor,
+  outFeatures: number,
+  bias = true,
+): SymTensor {
   return b.scope(name, () => {
     const w = b.param('weight', [outFeatures, x.dim(-1)]);
     return F.linear(x, w, bias ? b.param('bias', [outFeatures]) : null);

@@ -14,7 +14,12 @@ export interface ResnetSpec {
 }
 
 /** ResnetBlock2D with time_embedding_norm 'default' and SiLU. */
-export function resnetBlock(b: GraphBuilder, x: SymTensor, temb: SymTensor | undefined, s: ResnetSpec): SymTensor {
+export function resnetBlock(
+  b: GraphBuilder,
+  x: SymTensor,
+  temb: SymTensor | undefined,
+  s: ResnetSpec,
+): SymTensor {
   let h = F.silu(groupNorm(b, 'norm1', x, s.groups, s.eps));
   h = conv2d(b, 'conv1', h, { inChannels: s.inChannels, outChannels: s.outChannels, kernel: 3, padding: 1 });
   if (temb && s.tembChannels !== undefined) {
@@ -41,13 +46,24 @@ export function downsample(b: GraphBuilder, x: SymTensor, channels: number, padd
   return b.scope('downsamplers', () =>
     b.scope(0, () => {
       const input = padding === 0 ? F.pad2d(x, [0, 0, 1, 1]) : x;
-      return conv2d(b, 'conv', input, { inChannels: channels, outChannels: channels, kernel: 3, stride: 2, padding });
+      return conv2d(b, 'conv', input, {
+        inChannels: channels,
+        outChannels: channels,
+        kernel: 3,
+        stride: 2,
+        padding,
+      });
     }),
   );
 }
 
 /** Upsample2D: nearest 2x (to `size` when the skip connection is odd-sized), then a 3x3 conv. */
-export function upsample(b: GraphBuilder, x: SymTensor, channels: number, size?: readonly [number, number]): SymTensor {
+export function upsample(
+  b: GraphBuilder,
+  x: SymTensor,
+  channels: number,
+  size?: readonly [number, number],
+): SymTensor {
   return b.scope('upsamplers', () =>
     b.scope(0, () => {
       const up = F.upsampleNearest2x(x, size);

@@ -12,7 +12,12 @@ export interface Transformer2DSpec {
   linearProjection: boolean;
 }
 
-export function transformer2d(b: GraphBuilder, x: SymTensor, context: SymTensor, s: Transformer2DSpec): SymTensor {
+export function transformer2d(
+  b: GraphBuilder,
+  x: SymTensor,
+  context: SymTensor,
+  s: Transformer2DSpec,
+): SymTensor {
   const [, c, h, w] = x.shape as [number, number, number, number];
   // Transformer2DModel's GroupNorm always uses eps 1e-6.
   const normed = groupNorm(b, 'norm', x, s.groups, 1e-6);
@@ -20,7 +25,8 @@ export function transformer2d(b: GraphBuilder, x: SymTensor, context: SymTensor,
     ? linear(b, 'proj_in', toTokens(normed), c)
     : toTokens(conv2d(b, 'proj_in', normed, { inChannels: c, outChannels: c, kernel: 1 }));
   b.scope('transformer_blocks', () => {
-    for (let i = 0; i < s.layers; i++) tokens = b.scope(i, () => basicTransformerBlock(b, tokens, context, s.heads));
+    for (let i = 0; i < s.layers; i++)
+      tokens = b.scope(i, () => basicTransformerBlock(b, tokens, context, s.heads));
   });
   const out = s.linearProjection
     ? fromTokens(linear(b, 'proj_out', tokens, c), h, w)

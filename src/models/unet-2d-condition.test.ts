@@ -1,9 +1,15 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { asFloat, assertClose, fixture, loadFixture, skipWithoutFixtures } from '../../test/helpers/fixtures.js';
+import {
+  asFloat,
+  assertClose,
+  fixture,
+  loadFixture,
+  skipWithoutFixtures,
+} from '../../test/helpers/fixtures.js';
+import { readJson } from '../io/diffusers-folder.js';
 import { UNet2DConditionModel } from './unet-2d-condition.js';
 import { parseUNetConfig } from './unet-config.js';
-import { readJson } from '../io/diffusers-folder.js';
 
 const TOL = { relL2: 1e-4, maxAbsOverMaxRef: 1e-4 };
 
@@ -37,11 +43,17 @@ for (const [name, dir, sdxl] of [
 }
 
 test('real SD 1.5 and SDXL UNet configs parse', { skip: skipWithoutFixtures }, async () => {
-  const sdxl = parseUNetConfig(await readJson(fixture('configs/stable-diffusion-xl-base-1.0/unet/config.json')), 'sdxl');
+  const sdxl = parseUNetConfig(
+    await readJson(fixture('configs/stable-diffusion-xl-base-1.0/unet/config.json')),
+    'sdxl',
+  );
   assert.deepEqual(sdxl.heads, [5, 10, 20]);
   assert.deepEqual(sdxl.transformerLayersPerBlock, [1, 2, 10]);
   assert.equal(sdxl.additionEmbed?.inputDim, 2816);
-  const sd15 = parseUNetConfig(await readJson(fixture('configs/stable-diffusion-v1-5/unet/config.json')), 'sd15');
+  const sd15 = parseUNetConfig(
+    await readJson(fixture('configs/stable-diffusion-v1-5/unet/config.json')),
+    'sd15',
+  );
   assert.deepEqual(sd15.heads, [8, 8, 8, 8]);
   assert.equal(sd15.linearProjection, false);
   assert.deepEqual(sdxl.ignoredKeys, []);

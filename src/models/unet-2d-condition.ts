@@ -49,7 +49,11 @@ export function buildUNetGraph(config: UNetConfig, weights: WeightStore, spec: U
   const { batch, height, width } = spec;
   const sample = b.input('sample', 'float32', [batch, c.inChannels, height, width]);
   const t = b.input('timestep', 'float32', [batch]);
-  const context = b.input('encoder_hidden_states', 'float32', [batch, spec.contextLength ?? 77, c.crossAttentionDim]);
+  const context = b.input('encoder_hidden_states', 'float32', [
+    batch,
+    spec.contextLength ?? 77,
+    c.crossAttentionDim,
+  ]);
   const mark = (name: string, x: SymTensor): void => {
     if (spec.intermediates) b.output(`intermediate.${name}`, x);
   };
@@ -115,7 +119,12 @@ export function buildUNetGraph(config: UNetConfig, weights: WeightStore, spec: U
 
   const last = c.blockOutChannels[n - 1]!;
   h = b.scope('mid_block', () =>
-    midBlock(b, h, { channels: last, heads: c.heads[n - 1]!, transformerLayers: c.transformerLayersPerBlock[n - 1]! }, ctx),
+    midBlock(
+      b,
+      h,
+      { channels: last, heads: c.heads[n - 1]!, transformerLayers: c.transformerLayersPerBlock[n - 1]! },
+      ctx,
+    ),
   );
   mark('mid_block', h);
 
@@ -220,7 +229,10 @@ export class UNet2DConditionModel {
       const textDim = a.inputDim - 6 * a.timeEmbedDim;
       const te = inputs.textEmbeds;
       const ids = inputs.timeIds;
-      if (!te || !ids) throw new Error('UNet: this SDXL-style UNet (addition_embed_type text_time) needs textEmbeds and timeIds');
+      if (!te || !ids)
+        throw new Error(
+          'UNet: this SDXL-style UNet (addition_embed_type text_time) needs textEmbeds and timeIds',
+        );
       if (te.shape.join() !== [batch, textDim].join()) {
         throw new Error(`UNet textEmbeds: expected [${batch}, ${textDim}], got ${formatShape(te.shape)}`);
       }
@@ -238,7 +250,10 @@ export class UNet2DConditionModel {
     return buildUNetGraph(this.config, this.weights, spec);
   }
 
-  async forward(inputs: UNetForwardInputs, options: { intermediates?: boolean } = {}): Promise<Tensor & { intermediates?: Record<string, Tensor> }> {
+  async forward(
+    inputs: UNetForwardInputs,
+    options: { intermediates?: boolean } = {},
+  ): Promise<Tensor & { intermediates?: Record<string, Tensor> }> {
     const feeds = this.feeds(inputs);
     const [batch, , height, width] = inputs.sample.shape as [number, number, number, number];
     const contextLength = inputs.encoderHiddenStates.shape[1]!;
@@ -247,11 +262,15 @@ export class UNet2DConditionModel {
       this.buildGraph({ batch, height, width, contextLength, intermediates: options.intermediates ?? false }),
     );
     const out = await graph.run(feeds);
-    const result: Tensor & { intermediates?: Record<string, Tensor> } = toTensor(out.out_sample, 'UNet output');
+    const result: Tensor & { intermediates?: Record<string, Tensor> } = toTensor(
+      out.out_sample,
+      'UNet output',
+    );
     if (options.intermediates) {
       result.intermediates = {};
       for (const [k, v] of Object.entries(out)) {
-        if (k.startsWith('intermediate.')) result.intermediates[k.slice('intermediate.'.length)] = toTensor(v, k);
+        if (k.startsWith('intermediate.'))
+          result.intermediates[k.slice('intermediate.'.length)] = toTensor(v, k);
       }
     }
     return result;

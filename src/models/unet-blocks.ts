@@ -25,24 +25,54 @@ export interface DownBlockSpec {
   downsamplePadding: number;
 }
 
-function resnet(b: GraphBuilder, i: number, x: SymTensor, inChannels: number, outChannels: number, ctx: BlockContext) {
+function resnet(
+  b: GraphBuilder,
+  i: number,
+  x: SymTensor,
+  inChannels: number,
+  outChannels: number,
+  ctx: BlockContext,
+) {
   return b.scope('resnets', () =>
     b.scope(i, () =>
-      resnetBlock(b, x, ctx.temb, { inChannels, outChannels, groups: ctx.groups, eps: ctx.eps, tembChannels: ctx.tembChannels }),
+      resnetBlock(b, x, ctx.temb, {
+        inChannels,
+        outChannels,
+        groups: ctx.groups,
+        eps: ctx.eps,
+        tembChannels: ctx.tembChannels,
+      }),
     ),
   );
 }
 
-function transformer(b: GraphBuilder, i: number, x: SymTensor, heads: number, layers: number, ctx: BlockContext) {
+function transformer(
+  b: GraphBuilder,
+  i: number,
+  x: SymTensor,
+  heads: number,
+  layers: number,
+  ctx: BlockContext,
+) {
   return b.scope('attentions', () =>
     b.scope(i, () =>
-      transformer2d(b, x, ctx.context, { heads, layers, groups: ctx.groups, linearProjection: ctx.linearProjection }),
+      transformer2d(b, x, ctx.context, {
+        heads,
+        layers,
+        groups: ctx.groups,
+        linearProjection: ctx.linearProjection,
+      }),
     ),
   );
 }
 
 /** DownBlock2D / CrossAttnDownBlock2D: returns the output and the skip connections it leaves behind. */
-export function downBlock(b: GraphBuilder, x: SymTensor, s: DownBlockSpec, ctx: BlockContext): { out: SymTensor; skips: SymTensor[] } {
+export function downBlock(
+  b: GraphBuilder,
+  x: SymTensor,
+  s: DownBlockSpec,
+  ctx: BlockContext,
+): { out: SymTensor; skips: SymTensor[] } {
   const skips: SymTensor[] = [];
   let h = x;
   for (let i = 0; i < s.layers; i++) {

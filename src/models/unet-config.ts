@@ -35,7 +35,10 @@ export interface UNetConfig {
 
 export function parseUNetConfig(json: JsonObject, file: string): UNetConfig {
   const r = new ConfigReader(file, json);
-  const downBlockTypes = r.stringList<DownBlockType>('down_block_types', ['DownBlock2D', 'CrossAttnDownBlock2D']);
+  const downBlockTypes = r.stringList<DownBlockType>('down_block_types', [
+    'DownBlock2D',
+    'CrossAttnDownBlock2D',
+  ]);
   const upBlockTypes = r.stringList<UpBlockType>('up_block_types', ['UpBlock2D', 'CrossAttnUpBlock2D']);
   const n = downBlockTypes.length;
   if (upBlockTypes.length !== n) {
@@ -80,7 +83,9 @@ export function parseUNetConfig(json: JsonObject, file: string): UNetConfig {
   if (numHeads === 'num_attention_heads') r.ignore('attention_head_dim');
   else r.ignore('num_attention_heads');
 
-  const additionType = r.has('addition_embed_type') ? r.string('addition_embed_type', ['text_time']) : undefined;
+  const additionType = r.has('addition_embed_type')
+    ? r.string('addition_embed_type', ['text_time'])
+    : undefined;
   const config: UNetConfig = {
     inChannels: r.int('in_channels', 4),
     outChannels: r.int('out_channels', 4),
@@ -112,9 +117,12 @@ export function parseUNetConfig(json: JsonObject, file: string): UNetConfig {
   }
   for (const [i, c] of blockOutChannels.entries()) {
     if (c % config.normNumGroups !== 0) {
-      throw new Error(`${file}: block_out_channels[${i}] = ${c} is not divisible by norm_num_groups ${config.normNumGroups}`);
+      throw new Error(
+        `${file}: block_out_channels[${i}] = ${c} is not divisible by norm_num_groups ${config.normNumGroups}`,
+      );
     }
-    if (c % heads[i]! !== 0) throw new Error(`${file}: block ${i}: ${c} channels do not split into ${heads[i]} heads`);
+    if (c % heads[i]! !== 0)
+      throw new Error(`${file}: block ${i}: ${c} channels do not split into ${heads[i]} heads`);
   }
   config.ignoredKeys = r.ignoredKeys();
   return config;

@@ -1,11 +1,24 @@
 // DistriConfig: plain data describing how one generation is split across ranks. Constructing it opens
 // nothing; launching ranks is the launcher's job.
 
-export type SyncMode = 'corrected_async_gn' | 'stale_gn' | 'sync_gn' | 'separate_gn' | 'full_sync' | 'no_sync';
+export type SyncMode =
+  | 'corrected_async_gn'
+  | 'stale_gn'
+  | 'sync_gn'
+  | 'separate_gn'
+  | 'full_sync'
+  | 'no_sync';
 export type Parallelism = 'patch' | 'naive_patch';
 export type SplitScheme = 'row' | 'col' | 'alternate';
 
-export const SYNC_MODES: readonly SyncMode[] = ['corrected_async_gn', 'stale_gn', 'sync_gn', 'separate_gn', 'full_sync', 'no_sync'];
+export const SYNC_MODES: readonly SyncMode[] = [
+  'corrected_async_gn',
+  'stale_gn',
+  'sync_gn',
+  'separate_gn',
+  'full_sync',
+  'no_sync',
+];
 export const PARALLELISMS: readonly Parallelism[] = ['patch', 'naive_patch'];
 export const SPLIT_SCHEMES: readonly SplitScheme[] = ['row', 'col', 'alternate'];
 
@@ -47,13 +60,15 @@ export interface DistriConfig {
 
 function positiveInt(name: string, v: number | undefined, fallback: number, min = 1): number {
   const x = v ?? fallback;
-  if (!Number.isInteger(x) || x < min) throw new Error(`DistriConfig.${name}: expected an integer >= ${min}, got ${v}`);
+  if (!Number.isInteger(x) || x < min)
+    throw new Error(`DistriConfig.${name}: expected an integer >= ${min}, got ${v}`);
   return x;
 }
 
 function oneOf<T extends string>(name: string, v: T | undefined, allowed: readonly T[], fallback: T): T {
   const x = v ?? fallback;
-  if (!allowed.includes(x)) throw new Error(`DistriConfig.${name}: expected one of ${allowed.join(', ')}, got ${String(v)}`);
+  if (!allowed.includes(x))
+    throw new Error(`DistriConfig.${name}: expected one of ${allowed.join(', ')}, got ${String(v)}`);
   return x;
 }
 
@@ -62,11 +77,17 @@ export function distriConfig(input: DistriConfigInput): DistriConfig {
   const ranks = positiveInt('ranks', input.ranks, 1);
   for (const k of ['height', 'width'] as const) {
     const v = input[k];
-    if (!Number.isInteger(v) || v <= 0) throw new Error(`DistriConfig.${k}: expected a positive integer, got ${v}`);
+    if (!Number.isInteger(v) || v <= 0)
+      throw new Error(`DistriConfig.${k}: expected a positive integer, got ${v}`);
   }
-  const devices = typeof input.device === 'string' || input.device === undefined ? [input.device ?? 'cpu'] : [...input.device];
+  const devices =
+    typeof input.device === 'string' || input.device === undefined
+      ? [input.device ?? 'cpu']
+      : [...input.device];
   if (devices.length !== 1 && devices.length !== ranks) {
-    throw new Error(`DistriConfig.device: expected one device or ${ranks} (one per rank), got ${devices.length}`);
+    throw new Error(
+      `DistriConfig.device: expected one device or ${ranks} (one per rank), got ${devices.length}`,
+    );
   }
   return {
     height: input.height,
@@ -94,7 +115,9 @@ export interface RankLayout {
 
 export function rankLayout(c: DistriConfig, classifierFreeGuidance: boolean): RankLayout {
   const cfgSplit = c.splitBatch && classifierFreeGuidance && c.ranks >= 2 && c.ranks % 2 === 0;
-  return cfgSplit ? { groupSize: c.ranks / 2, groups: 2, cfgSplit } : { groupSize: c.ranks, groups: 1, cfgSplit };
+  return cfgSplit
+    ? { groupSize: c.ranks / 2, groups: 2, cfgSplit }
+    : { groupSize: c.ranks, groups: 1, cfgSplit };
 }
 
 /** distrifuser's counter rule: steps 0..warmupSteps (warmupSteps + 1 of them) are synchronous. */

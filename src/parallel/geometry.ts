@@ -27,7 +27,13 @@ export function levelSize(size: number, level: number): number {
  * Splits `rows` latent rows into `parts` bands across `levels` resolutions (levels − 1 downsamplings).
  * `what` names the configuration in errors.
  */
-export function patchGeometry(rows: number, cols: number, parts: number, levels: number, what = 'latent'): PatchGeometry {
+export function patchGeometry(
+  rows: number,
+  cols: number,
+  parts: number,
+  levels: number,
+  what = 'latent',
+): PatchGeometry {
   const rowsPerLevel = Array.from({ length: levels }, (_, l) => levelSize(rows, l));
   const colsPerLevel = Array.from({ length: levels }, (_, l) => levelSize(cols, l));
   const coarse = rowsPerLevel[levels - 1]!;
@@ -55,7 +61,9 @@ export function bandRows(b: Band): number {
 export function levelOfWidth(g: PatchGeometry, cols: number, path: string): number {
   const matches = g.cols.flatMap((c, l) => (c === cols ? [l] : []));
   if (matches.length !== 1) {
-    throw new Error(`patch geometry: cannot tell the UNet level of '${path}' from its width ${cols} (level widths ${g.cols.join(', ')})`);
+    throw new Error(
+      `patch geometry: cannot tell the UNet level of '${path}' from its width ${cols} (level widths ${g.cols.join(', ')})`,
+    );
   }
   return matches[0]!;
 }

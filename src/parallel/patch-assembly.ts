@@ -10,7 +10,11 @@ import type { SharedExchange } from './shared-exchange.js';
 const f32 = Math.fround;
 
 /** Weighted mean of per-member moments; equal weights sum first and divide once, as distrifuser does. */
-export function combineMoments(pieces: readonly Float32Array[], weights: readonly number[], out: Float32Array): Float32Array {
+export function combineMoments(
+  pieces: readonly Float32Array[],
+  weights: readonly number[],
+  out: Float32Array,
+): Float32Array {
   const equal = weights.every((w) => w === weights[0]);
   for (let i = 0; i < out.length; i++) {
     let acc = 0;
@@ -89,7 +93,11 @@ export class PatchAssembler {
       case 'halo': {
         const j = this.o.member;
         const res: HostTensor[] = [];
-        if (j > 0) res.push({ data: this.haloRows(`${out[0]!.name}`, p, pieces[j - 1]!, 'bottom'), shape: out[0]!.shape });
+        if (j > 0)
+          res.push({
+            data: this.haloRows(`${out[0]!.name}`, p, pieces[j - 1]!, 'bottom'),
+            shape: out[0]!.shape,
+          });
         if (j < this.o.members - 1) {
           const o = out[res.length]!;
           res.push({ data: this.haloRows(o.name, p, pieces[j + 1]!, 'top'), shape: o.shape });
@@ -99,7 +107,12 @@ export class PatchAssembler {
       case 'kv':
         return [{ data: this.tokens(out[0]!.name, p, pieces, 0, this.o.members), shape: out[0]!.shape }];
       case 'gn':
-        return [{ data: combineMoments(pieces, p.weights, this.buffer(out[0]!.name, local.length)), shape: out[0]!.shape }];
+        return [
+          {
+            data: combineMoments(pieces, p.weights, this.buffer(out[0]!.name, local.length)),
+            shape: out[0]!.shape,
+          },
+        ];
     }
   }
 
@@ -133,7 +146,9 @@ export class PatchAssembler {
       case 'before':
       case 'after': {
         const [from, to] = what === 'before' ? [0, j] : [j + 1, this.o.members];
-        const pieces = Array.from({ length: this.o.members }, (_, k) => (k >= from && k < to ? ex.read(p, k, s) : undefined));
+        const pieces = Array.from({ length: this.o.members }, (_, k) =>
+          k >= from && k < to ? ex.read(p, k, s) : undefined,
+        );
         data = this.tokens(name, p, pieces, from, to);
         break;
       }
@@ -165,7 +180,8 @@ export class PatchAssembler {
       default:
         throw new Error(`exchange: unexpected graph input '${name}'`);
     }
-    if (data.length !== n) throw new Error(`exchange: '${name}' assembled ${data.length} values for shape [${shape.join(', ')}]`);
+    if (data.length !== n)
+      throw new Error(`exchange: '${name}' assembled ${data.length} values for shape [${shape.join(', ')}]`);
     return { data, shape };
   }
 
@@ -178,7 +194,12 @@ export class PatchAssembler {
   }
 
   /** Halo rows [B, C, p, W] out of a neighbour's edge piece [B, C, 2p, W] (top edge rows first). */
-  private haloRows(name: string, p: ExchangePoint, piece: Float32Array, edge: 'top' | 'bottom'): Float32Array {
+  private haloRows(
+    name: string,
+    p: ExchangePoint,
+    piece: Float32Array,
+    edge: 'top' | 'bottom',
+  ): Float32Array {
     const rowLen = p.cols * p.pad;
     const out = this.buffer(name, p.batch * p.channels * rowLen);
     for (let bc = 0; bc < p.batch * p.channels; bc++) {
@@ -189,7 +210,13 @@ export class PatchAssembler {
   }
 
   /** Tokens of members [from, to) concatenated per batch entry: [B, Σ tokens, width]. */
-  private tokens(name: string, p: ExchangePoint, pieces: ReadonlyArray<Float32Array | undefined>, from: number, to: number): Float32Array {
+  private tokens(
+    name: string,
+    p: ExchangePoint,
+    pieces: ReadonlyArray<Float32Array | undefined>,
+    from: number,
+    to: number,
+  ): Float32Array {
     const width = p.channels;
     let total = 0;
     for (let k = from; k < to; k++) total += p.rowsPerMember[k]!;

@@ -5,7 +5,13 @@
 //   this rank's fresh data as outputs, to be published while later segments run.
 import type { SymTensor } from '../graph/builder.js';
 import * as F from '../graph/functional.js';
-import type { Conv2dInput, Conv2dSite, ExchangeHooks, GroupNormSite, SelfAttentionSite } from '../graph/hooks.js';
+import type {
+  Conv2dInput,
+  Conv2dSite,
+  ExchangeHooks,
+  GroupNormSite,
+  SelfAttentionSite,
+} from '../graph/hooks.js';
 import type { SyncMode } from './config.js';
 import { bandRows, levelOfWidth, type PatchGeometry } from './geometry.js';
 
@@ -79,9 +85,17 @@ export function createPatchHooks(o: PatchHooksOptions): ExchangeHooks {
   const n = g.parts;
   const members = Array.from({ length: n }, (_, k) => k);
 
-  const register = (site: { path: string }, kind: ExchangeKind, p: Omit<ExchangePoint, 'id' | 'key' | 'kind' | 'path'>) => {
+  const register = (
+    site: { path: string },
+    kind: ExchangeKind,
+    p: Omit<ExchangePoint, 'id' | 'key' | 'kind' | 'path'>,
+  ) => {
     const point = registry.add({ key: `${kind}@${site.path}`, kind, path: site.path, ...p });
-    if (point.batch !== p.batch || point.channels !== p.channels || point.rowsPerMember.join() !== p.rowsPerMember.join()) {
+    if (
+      point.batch !== p.batch ||
+      point.channels !== p.channels ||
+      point.rowsPerMember.join() !== p.rowsPerMember.join()
+    ) {
       throw new Error(`exchange ${kind} at '${site.path}': layout differs between graphs`);
     }
     return point;
@@ -107,10 +121,13 @@ export function createPatchHooks(o: PatchHooksOptions): ExchangeHooks {
       };
     }
     if (rows !== bandRows(band)) {
-      throw new Error(`conv '${site.path}': expected a band of ${bandRows(band)} rows at level ${level}, got ${rows}`);
+      throw new Error(
+        `conv '${site.path}': expected a band of ${bandRows(band)} rows at level ${level}, got ${rows}`,
+      );
     }
     if (p === 0) return undefined;
-    if (rows < p) throw new Error(`conv '${site.path}': a band of ${rows} rows is thinner than the ${p}-row halo`);
+    if (rows < p)
+      throw new Error(`conv '${site.path}': a band of ${rows} rows is thinner than the ${p}-row halo`);
     const point = register(site, 'halo', {
       batch,
       channels,
@@ -151,10 +168,21 @@ export function createPatchHooks(o: PatchHooksOptions): ExchangeHooks {
     }
     const level = levels[0]!;
     const perMember = members.map((k) => bandRows(g.bands[level]![k]!) * g.cols[level]!);
-    const point = register(site, 'kv', { batch, channels: width, cols: 1, rowsPerMember: perMember, pad: 0, weights: [] });
+    const point = register(site, 'kv', {
+      batch,
+      channels: width,
+      cols: 1,
+      rowsPerMember: perMember,
+      pad: 0,
+      weights: [],
+    });
     const total = perMember.reduce((a, b) => a + b, 0);
     if (phase === 'sync') {
-      return x0(kv.graph.exchange('kv', [kv], [{ dtype: 'float32', shape: [batch, total, width] }], { point: point.id }));
+      return x0(
+        kv.graph.exchange('kv', [kv], [{ dtype: 'float32', shape: [batch, total, width] }], {
+          point: point.id,
+        }),
+      );
     }
     const before = perMember.slice(0, j).reduce((a, b) => a + b, 0);
     const after = total - before - tokens;
@@ -172,7 +200,9 @@ export function createPatchHooks(o: PatchHooksOptions): ExchangeHooks {
     const [batch, , rows, cols] = x.shape as [number, number, number, number];
     const level = levelOfWidth(g, cols, site.path);
     if (rows !== bandRows(g.bands[level]![j]!)) {
-      throw new Error(`GroupNorm '${site.path}': expected a band of ${bandRows(g.bands[level]![j]!)} rows, got ${rows}`);
+      throw new Error(
+        `GroupNorm '${site.path}': expected a band of ${bandRows(g.bands[level]![j]!)} rows, got ${rows}`,
+      );
     }
     const counts = members.map((k) => bandRows(g.bands[level]![k]!));
     const total = counts.reduce((a, b) => a + b, 0);

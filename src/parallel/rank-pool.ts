@@ -4,10 +4,18 @@ import { performance } from 'node:perf_hooks';
 import { Worker } from 'node:worker_threads';
 import type { HostTensor } from '../graph/runner.js';
 import { type DistriConfig, isSyncStep, type RankLayout, rankLayout } from './config.js';
-import { type Band, patchGeometry, type PatchGeometry } from './geometry.js';
+import { type Band, type PatchGeometry, patchGeometry } from './geometry.js';
 import { createPatchHooks, type ExchangePoint, ExchangeRegistry } from './patch-hooks.js';
 import { loadRankProgram, type RankProgramRef } from './program.js';
-import type { FaultInjection, FromRank, NaiveJob, PatchJob, RankWorkerData, StepReport, ToRank } from './rank-worker.js';
+import type {
+  FaultInjection,
+  FromRank,
+  NaiveJob,
+  PatchJob,
+  RankWorkerData,
+  StepReport,
+  ToRank,
+} from './rank-worker.js';
 import { ABORT_WORDS, createExchangeBuffers, type ExchangeBuffers } from './shared-exchange.js';
 
 export interface RankPoolOptions {
@@ -68,7 +76,14 @@ export function sliceAxis(t: HostTensor, axis: 2 | 3, band: Band): HostTensor {
 }
 
 /** Writes `part` into rows/columns `band` of `into` (NCHW). */
-function placeAxis(into: Float32Array, shape: readonly number[], part: HostTensor, axis: 2 | 3, band: Band, batchOffset: number): void {
+function placeAxis(
+  into: Float32Array,
+  shape: readonly number[],
+  part: HostTensor,
+  axis: 2 | 3,
+  band: Band,
+  batchOffset: number,
+): void {
   const [, c, h, w] = shape as [number, number, number, number];
   const src = part.data as Float32Array;
   const [pn] = part.shape as [number];
@@ -125,7 +140,8 @@ export class RankPool {
   static async launch(o: RankPoolOptions): Promise<RankPool> {
     const c = o.config;
     const layout = rankLayout(c, o.classifierFreeGuidance);
-    if (layout.cfgSplit && o.batch % 2 !== 0) throw new Error(`RankPool: a CFG batch must be even, got ${o.batch}`);
+    if (layout.cfgSplit && o.batch % 2 !== 0)
+      throw new Error(`RankPool: a CFG batch must be even, got ${o.batch}`);
     const batchPerRank = layout.cfgSplit ? o.batch / 2 : o.batch;
     const program = await loadRankProgram(o.program);
     const H = o.latentHeight;
@@ -145,10 +161,17 @@ export class RankPool {
       splits = [{ axis: 2, bands: geometry.bands[0]! }];
     } else {
       const rows = patchGeometry(H, W, layout.groupSize, program.levels, `${c.height}x${c.width} image`);
-      const cols = patchGeometry(W, H, layout.groupSize, program.levels, `${c.height}x${c.width} image (columns)`);
+      const cols = patchGeometry(
+        W,
+        H,
+        layout.groupSize,
+        program.levels,
+        `${c.height}x${c.width} image (columns)`,
+      );
       const rowSplit: Split = { axis: 2, bands: rows.bands[0]! };
       const colSplit: Split = { axis: 3, bands: cols.bands[0]! };
-      splits = c.splitScheme === 'row' ? [rowSplit] : c.splitScheme === 'col' ? [colSplit] : [rowSplit, colSplit];
+      splits =
+        c.splitScheme === 'row' ? [rowSplit] : c.splitScheme === 'col' ? [colSplit] : [rowSplit, colSplit];
     }
     await program.dispose?.();
     const pool = new RankPool(o, layout, geometry, splits, points, program.output, program.spatialInput);
@@ -162,7 +185,9 @@ export class RankPool {
   }
 
   private groupBuffers(): ExchangeBuffers[] {
-    return Array.from({ length: this.layout.groups }, () => createExchangeBuffers(this.points, this.layout.groupSize));
+    return Array.from({ length: this.layout.groups }, () =>
+      createExchangeBuffers(this.points, this.layout.groupSize),
+    );
   }
 
   private async spawn(batchPerRank: number): Promise<void> {
@@ -189,7 +214,9 @@ export class RankPool {
           batch: batchPerRank,
           shapes: this.splits.map((s) => {
             const len = s.bands[member]!.end - s.bands[member]!.start;
-            return s.axis === 2 ? { height: len, width: this.o.latentWidth } : { height: this.o.latentHeight, width: len };
+            return s.axis === 2
+              ? { height: len, width: this.o.latentWidth }
+              : { height: this.o.latentHeight, width: len };
           }),
         };
       }
@@ -201,7 +228,13 @@ export class RankPool {
         engine: { threads: c.threadsPerRank, device: c.devices[rank]! },
         job,
         ...(buffers.length > 0
-          ? { exchange: { buffers: buffers[group]!, points: [...this.points], firstRank: group * this.layout.groupSize } }
+          ? {
+              exchange: {
+                buffers: buffers[group]!,
+                points: [...this.points],
+                firstRank: group * this.layout.groupSize,
+              },
+            }
           : {}),
         abort: this.abort,
         timeoutMs: c.timeoutMs,
@@ -212,7 +245,11 @@ export class RankPool {
       ready.push(this.watch(w, rank));
     }
     // Compiling is not a wait on a peer: it gets its own, generous deadline.
-    await this.withTimeout(Promise.all(ready), Math.max(c.timeoutMs, COMPILE_TIMEOUT_MS), 'compiling the rank graphs');
+    await this.withTimeout(
+      Promise.all(ready),
+      Math.max(c.timeoutMs, COMPILE_TIMEOUT_MS),
+      'compiling the rank graphs',
+    );
   }
 
   /** Routes a worker's messages; any error or unexpected exit fails the whole pool, naming the rank. */
@@ -277,7 +314,11 @@ export class RankPool {
   /**
    * One UNet call across the ranks: `feeds` hold the whole batch at full size. Returns the gathered output.
    */
-  async step(step: number, feeds: Readonly<Record<string, HostTensor>>, warmupSteps = this.o.config.warmupSteps): Promise<HostTensor> {
+  async step(
+    step: number,
+    feeds: Readonly<Record<string, HostTensor>>,
+    warmupSteps = this.o.config.warmupSteps,
+  ): Promise<HostTensor> {
     if (this.failure) throw this.failure;
     if (this.closed) throw new Error('RankPool: used after close()');
     const c = this.o.config;
@@ -294,13 +335,21 @@ export class RankPool {
       const rankFeeds: Record<string, HostTensor> = {};
       for (const [name, t] of Object.entries(feeds)) {
         let v = cfgSplit ? batchSlice(t, group * batchPerRank, batchPerRank) : t;
-        if (c.parallelism === 'naive_patch' && name === this.spatialInput) v = sliceAxis(v, split.axis, split.bands[member]!);
+        if (c.parallelism === 'naive_patch' && name === this.spatialInput)
+          v = sliceAxis(v, split.axis, split.bands[member]!);
         rankFeeds[name] = v;
       }
       replies.push(
         new Promise<StepReport>((resolve, reject) => {
           this.pending.set(rank, { resolve, reject });
-          this.workers[rank]!.postMessage({ type: 'step', step, seq, sync, warmupSteps, feeds: rankFeeds } satisfies ToRank);
+          this.workers[rank]!.postMessage({
+            type: 'step',
+            step,
+            seq,
+            sync,
+            warmupSteps,
+            feeds: rankFeeds,
+          } satisfies ToRank);
         }),
       );
     }
@@ -316,7 +365,12 @@ export class RankPool {
       step,
       sync,
       ms: performance.now() - t0,
-      perRank: reports.map((r) => ({ rank: r.rank, ms: r.ms, waitMs: r.waitMs, bytesPublished: r.bytesPublished })),
+      perRank: reports.map((r) => ({
+        rank: r.rank,
+        ms: r.ms,
+        waitMs: r.waitMs,
+        bytesPublished: r.bytesPublished,
+      })),
     });
     return { data: out, shape };
   }

@@ -49,7 +49,14 @@ export interface RankWorkerData {
 }
 
 export type ToRank =
-  | { type: 'step'; step: number; seq: number; sync: boolean; warmupSteps: number; feeds: Record<string, HostTensor> }
+  | {
+      type: 'step';
+      step: number;
+      seq: number;
+      sync: boolean;
+      warmupSteps: number;
+      feeds: Record<string, HostTensor>;
+    }
   | { type: 'close' };
 
 export interface StepReport {
@@ -74,7 +81,12 @@ function fail(e: unknown): void {
   const err = e instanceof Error ? e : new Error(String(e));
   const abort = new Int32Array(d.abort);
   Atomics.compareExchange(abort, 0, 0, d.rank + 1);
-  port.postMessage({ type: 'error', rank: d.rank, message: err.message, stack: err.stack } satisfies FromRank);
+  port.postMessage({
+    type: 'error',
+    rank: d.rank,
+    message: err.message,
+    stack: err.stack,
+  } satisfies FromRank);
 }
 
 interface Compiled {
@@ -88,11 +100,15 @@ async function compile(): Promise<Compiled> {
   const program = await loadRankProgram(d.program);
   const graphs = new Map<string, CompiledGraph>();
   const engine = { threads: d.engine.threads, device: d.engine.device };
-  const add = async (key: string, b: GraphBuilder) => graphs.set(key, await CompiledGraph.fromBuilder(b, engine));
+  const add = async (key: string, b: GraphBuilder) =>
+    graphs.set(key, await CompiledGraph.fromBuilder(b, engine));
   const job = d.job;
   if (job.kind === 'naive') {
     for (const [i, s] of job.shapes.entries()) {
-      await add(`naive${i}`, program.buildGraph({ phase: 'sync', batch: job.batch, height: s.height, width: s.width }));
+      await add(
+        `naive${i}`,
+        program.buildGraph({ phase: 'sync', batch: job.batch, height: s.height, width: s.width }),
+      );
     }
     return { graphs, program };
   }
@@ -105,11 +121,19 @@ async function compile(): Promise<Compiled> {
   for (const p of d.exchange.points) registry.add(p);
   const phases: Phase[] = job.mode === 'full_sync' ? ['sync'] : ['sync', 'async'];
   for (const phase of phases) {
-    const hooks = createPatchHooks({ geometry: job.geometry, member: d.member, mode: job.mode, phase, registry });
+    const hooks = createPatchHooks({
+      geometry: job.geometry,
+      member: d.member,
+      mode: job.mode,
+      phase,
+      registry,
+    });
     await add(phase, program.buildGraph({ phase, hooks, ...spec }));
   }
   if (registry.points.length !== d.exchange.points.length) {
-    throw new Error(`rank ${d.rank}: its graph has ${registry.points.length} exchange points, the layout ${d.exchange.points.length}`);
+    throw new Error(
+      `rank ${d.rank}: its graph has ${registry.points.length} exchange points, the layout ${d.exchange.points.length}`,
+    );
   }
   const firstRank = d.exchange.firstRank;
   const exchange = new SharedExchange({

@@ -13,7 +13,10 @@ export interface ExchangeBuffers {
   data: SharedArrayBuffer;
 }
 
-export function slotOffsets(points: readonly ExchangePoint[], members: number): { offsets: number[][][]; total: number } {
+export function slotOffsets(
+  points: readonly ExchangePoint[],
+  members: number,
+): { offsets: number[][][]; total: number } {
   let at = 0;
   const offsets = points.map((p) =>
     [0, 1].map(() =>
@@ -92,7 +95,9 @@ export class SharedExchange {
   publish(point: ExchangePoint, step: number, values: Float32Array): void {
     const slot = this.slot(point, this.o.member, step);
     if (values.length !== slot.length) {
-      throw new Error(`rank ${this.rank}: ${point.kind} at '${point.path}' publishes ${values.length} values, slot holds ${slot.length}`);
+      throw new Error(
+        `rank ${this.rank}: ${point.kind} at '${point.path}' publishes ${values.length} values, slot holds ${slot.length}`,
+      );
     }
     slot.set(values);
     this.bytesPublished += values.byteLength;
@@ -105,7 +110,10 @@ export class SharedExchange {
     const a = Atomics.load(this.abort, 0);
     if (a !== 0) {
       const who = a - 1;
-      throw new RankFailure(who, `rank ${this.rank}: stopping because ${who >= 0 ? `rank ${who} failed` : 'the run was aborted'}`);
+      throw new RankFailure(
+        who,
+        `rank ${this.rank}: stopping because ${who >= 0 ? `rank ${who} failed` : 'the run was aborted'}`,
+      );
     }
   }
 
@@ -135,7 +143,9 @@ export class SharedExchange {
     }
     // One step ahead is fine (the other parity); two would have overwritten what we read.
     if (v > want + 1) {
-      throw new Error(`rank ${this.rank}: rank ${this.o.rankOf(member)} is at step ${v - 1} while step ${step} is read at '${point.path}'`);
+      throw new Error(
+        `rank ${this.rank}: rank ${this.o.rankOf(member)} is at step ${v - 1} while step ${step} is read at '${point.path}'`,
+      );
     }
     return this.slot(point, member, step);
   }

@@ -5,7 +5,12 @@ import type { Tensor } from '../io/tensor.js';
 import type { AutoencoderKL } from '../models/autoencoder-kl.js';
 import type { UNetForwardInputs } from '../models/unet-2d-condition.js';
 import { Generator, randn } from '../schedulers/random.js';
-import { createScheduler, type Scheduler, type SchedulerName, schedulerFromConfig } from '../schedulers/scheduler.js';
+import {
+  createScheduler,
+  type Scheduler,
+  type SchedulerName,
+  schedulerFromConfig,
+} from '../schedulers/scheduler.js';
 import type { GenerateOptions, GenerateResult } from './generate-options.js';
 import { positiveInt, randomSeed } from './generate-options.js';
 
@@ -35,7 +40,10 @@ export interface DenoiseSetup {
 }
 
 /** The scheduler for a run: the option's name over the checkpoint config, else the config's own class. */
-export function makeScheduler(config: Readonly<Record<string, unknown>>, name: SchedulerName | undefined): Scheduler {
+export function makeScheduler(
+  config: Readonly<Record<string, unknown>>,
+  name: SchedulerName | undefined,
+): Scheduler {
   if (name) return createScheduler(name, config);
   try {
     return schedulerFromConfig(config);
@@ -98,9 +106,19 @@ export async function denoise(s: DenoiseSetup): Promise<GenerateResult> {
         guided[k] = u + g * (noisePred.data[n + k]! - u);
       }
     }
-    latents = scheduler.step(guided, t, latents, { generator, ...(o.eta !== undefined ? { eta: o.eta } : {}) }).prevSample;
+    latents = scheduler.step(guided, t, latents, {
+      generator,
+      ...(o.eta !== undefined ? { eta: o.eta } : {}),
+    }).prevSample;
     stepMs.push(performance.now() - ts);
-    o.onStep?.({ step: i, steps: timesteps.length, timestep: t, ms: stepMs[i]!, noisePred, latents: { data: latents, shape } });
+    o.onStep?.({
+      step: i,
+      steps: timesteps.length,
+      timestep: t,
+      ms: stepMs[i]!,
+      noisePred,
+      latents: { data: latents, shape },
+    });
   }
   const denoiseMs = performance.now() - t0;
   const final: Tensor = { data: latents, shape };
@@ -123,7 +141,10 @@ export async function denoise(s: DenoiseSetup): Promise<GenerateResult> {
 /** vae.decode(latents / scaling_factor), then (x / 2 + 0.5).clamp(0, 1). */
 export async function decodeToImages(vae: AutoencoderKL, latents: Tensor): Promise<Tensor> {
   const k = Math.fround(vae.config.scalingFactor);
-  const decoded = await vae.decode({ data: Float32Array.from(latents.data, (v) => v / k), shape: latents.shape });
+  const decoded = await vae.decode({
+    data: Float32Array.from(latents.data, (v) => v / k),
+    shape: latents.shape,
+  });
   const out = Float32Array.from(decoded.data, (v) => Math.min(1, Math.max(0, v / 2 + 0.5)));
   return { data: out, shape: decoded.shape };
 }

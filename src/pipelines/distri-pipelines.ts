@@ -3,7 +3,7 @@
 // every UNet call goes to the rank pool.
 import { join } from 'node:path';
 import type { Tensor } from '../io/tensor.js';
-import { distriConfig, type DistriConfig, type DistriConfigInput } from '../parallel/config.js';
+import { type DistriConfig, type DistriConfigInput, distriConfig } from '../parallel/config.js';
 import { RankPool, type StepStats } from '../parallel/rank-pool.js';
 import type { FaultInjection } from '../parallel/rank-worker.js';
 import type { UNetCall } from './denoise.js';
@@ -38,7 +38,12 @@ abstract class DistriPipeline<P extends BasePipeline> {
     return this.pool?.stats ?? [];
   }
 
-  private async poolFor(batch: number, cfg: boolean, latentHeight: number, latentWidth: number): Promise<RankPool> {
+  private async poolFor(
+    batch: number,
+    cfg: boolean,
+    latentHeight: number,
+    latentWidth: number,
+  ): Promise<RankPool> {
     const key = `${batch}:${cfg}`;
     if (this.pool && this.poolKey === key) return this.pool;
     await this.pool?.close();
@@ -66,10 +71,13 @@ abstract class DistriPipeline<P extends BasePipeline> {
   async generate(options: GenerateOptions & { warmupSteps?: number }): Promise<GenerateResult> {
     const c = this.config;
     const warmup = options.warmupSteps ?? c.warmupSteps;
-    if (!Number.isInteger(warmup) || warmup < 0) throw new Error(`warmupSteps: expected an integer >= 0, got ${warmup}`);
+    if (!Number.isInteger(warmup) || warmup < 0)
+      throw new Error(`warmupSteps: expected an integer >= 0, got ${warmup}`);
     for (const k of ['height', 'width'] as const) {
       if (options[k] !== undefined && options[k] !== c[k]) {
-        throw new Error(`${k}: this pipeline was configured for ${c[k]} px (DistriConfig.${k}); got ${options[k]}`);
+        throw new Error(
+          `${k}: this pipeline was configured for ${c[k]} px (DistriConfig.${k}); got ${options[k]}`,
+        );
       }
     }
     const unet = this.base.components.unet;
@@ -100,14 +108,23 @@ abstract class DistriPipeline<P extends BasePipeline> {
 }
 
 export class DistriSDXLPipeline extends DistriPipeline<StableDiffusionXLPipeline> {
-  static async fromPretrained(dir: string, config: DistriConfigInput, options: DistriPipelineOptions = {}): Promise<DistriSDXLPipeline> {
+  static async fromPretrained(
+    dir: string,
+    config: DistriConfigInput,
+    options: DistriPipelineOptions = {},
+  ): Promise<DistriSDXLPipeline> {
     const { fault: _f, ...load } = options;
     const base = await StableDiffusionXLPipeline.fromPretrained(dir, load);
     return new DistriSDXLPipeline(base, config, join(dir, 'unet'), options);
   }
 
   /** Wraps an already loaded pipeline whose UNet lives in `unetDir`. */
-  static fromPipeline(base: StableDiffusionXLPipeline, unetDir: string, config: DistriConfigInput, options: DistriPipelineOptions = {}) {
+  static fromPipeline(
+    base: StableDiffusionXLPipeline,
+    unetDir: string,
+    config: DistriConfigInput,
+    options: DistriPipelineOptions = {},
+  ) {
     return new DistriSDXLPipeline(base, config, unetDir, options);
   }
 
@@ -117,13 +134,22 @@ export class DistriSDXLPipeline extends DistriPipeline<StableDiffusionXLPipeline
 }
 
 export class DistriSDPipeline extends DistriPipeline<StableDiffusionPipeline> {
-  static async fromPretrained(dir: string, config: DistriConfigInput, options: DistriPipelineOptions = {}): Promise<DistriSDPipeline> {
+  static async fromPretrained(
+    dir: string,
+    config: DistriConfigInput,
+    options: DistriPipelineOptions = {},
+  ): Promise<DistriSDPipeline> {
     const { fault: _f, ...load } = options;
     const base = await StableDiffusionPipeline.fromPretrained(dir, load);
     return new DistriSDPipeline(base, config, join(dir, 'unet'), options);
   }
 
-  static fromPipeline(base: StableDiffusionPipeline, unetDir: string, config: DistriConfigInput, options: DistriPipelineOptions = {}) {
+  static fromPipeline(
+    base: StableDiffusionPipeline,
+    unetDir: string,
+    config: DistriConfigInput,
+    options: DistriPipelineOptions = {},
+  ) {
     return new DistriSDPipeline(base, config, unetDir, options);
   }
 

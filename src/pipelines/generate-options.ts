@@ -57,9 +57,12 @@ export interface GenerateResult {
 }
 
 export function checkSize(name: 'height' | 'width', v: number, multiple: number): void {
-  if (!Number.isInteger(v) || v <= 0) throw new Error(`${name}: expected a positive integer number of pixels, got ${v}`);
+  if (!Number.isInteger(v) || v <= 0)
+    throw new Error(`${name}: expected a positive integer number of pixels, got ${v}`);
   if (v % multiple !== 0) {
-    throw new Error(`${name} ${v} is not divisible by ${multiple}; use ${Math.max(multiple, Math.round(v / multiple) * multiple)}`);
+    throw new Error(
+      `${name} ${v} is not divisible by ${multiple}; use ${Math.max(multiple, Math.round(v / multiple) * multiple)}`,
+    );
   }
 }
 
@@ -72,9 +75,11 @@ export function positiveInt(name: string, v: number | undefined, fallback: numbe
 export function asList(what: string, v: string | string[] | undefined, n?: number): string[] | undefined {
   if (v === undefined) return undefined;
   const list = typeof v === 'string' ? [v] : v;
-  if (!Array.isArray(list) || list.some((s) => typeof s !== 'string')) throw new Error(`${what}: expected a string or a list of strings`);
+  if (!Array.isArray(list) || list.some((s) => typeof s !== 'string'))
+    throw new Error(`${what}: expected a string or a list of strings`);
   if (n !== undefined && list.length === 1 && n > 1) return new Array(n).fill(list[0]);
-  if (n !== undefined && list.length !== n) throw new Error(`${what}: ${list.length} entries for ${n} prompts`);
+  if (n !== undefined && list.length !== n)
+    throw new Error(`${what}: ${list.length} entries for ${n} prompts`);
   return list;
 }
 

@@ -1,6 +1,7 @@
 // diffusers' StableDiffusionXLPipeline (text-to-image) on one device.
-import { performance } from 'node:perf_hooks';
+
 import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
 import { readJson } from '../io/diffusers-folder.js';
 import type { Tensor } from '../io/tensor.js';
 import { AutoencoderKL } from '../models/autoencoder-kl.js';
@@ -8,7 +9,13 @@ import { CLIPTextModel, CLIPTextModelWithProjection } from '../models/clip-text-
 import { CLIPTokenizer } from '../models/clip-tokenizer.js';
 import { type ModelOptions, UNet2DConditionModel } from '../models/unet-2d-condition.js';
 import { type Conditioning, denoise, type UNetCall } from './denoise.js';
-import { asList, checkSize, type GenerateOptions, type GenerateResult, positiveInt } from './generate-options.js';
+import {
+  asList,
+  checkSize,
+  type GenerateOptions,
+  type GenerateResult,
+  positiveInt,
+} from './generate-options.js';
 import { concatBatch, repeatEach, zerosLike } from './tensor-ops.js';
 
 export interface SDXLComponents {
@@ -28,7 +35,10 @@ export interface PipelineOptions extends ModelOptions {}
 export class StableDiffusionXLPipeline {
   constructor(readonly components: SDXLComponents) {}
 
-  static async fromPretrained(dir: string, options: PipelineOptions = {}): Promise<StableDiffusionXLPipeline> {
+  static async fromPretrained(
+    dir: string,
+    options: PipelineOptions = {},
+  ): Promise<StableDiffusionXLPipeline> {
     const index = await readJson(join(dir, 'model_index.json'));
     const [unet, vae, textEncoder, textEncoder2, tokenizer, tokenizer2, schedulerConfig] = await Promise.all([
       UNet2DConditionModel.fromPretrained(join(dir, 'unet'), options),
@@ -77,7 +87,12 @@ export class StableDiffusionXLPipeline {
   }
 
   /** The UNet conditioning for a run (CFG-concatenated when guidance is on). */
-  async conditioning(o: GenerateOptions, height: number, width: number, cfg: boolean): Promise<{ cond: Conditioning; images: number }> {
+  async conditioning(
+    o: GenerateOptions,
+    height: number,
+    width: number,
+    cfg: boolean,
+  ): Promise<{ cond: Conditioning; images: number }> {
     const perPrompt = positiveInt('numImagesPerPrompt', o.numImagesPerPrompt, 1);
     let pos: { promptEmbeds: Tensor; pooled: Tensor };
     let neg: { promptEmbeds: Tensor; pooled: Tensor } | undefined;
@@ -104,9 +119,13 @@ export class StableDiffusionXLPipeline {
     const target = o.targetSize ?? [height, width];
     const ids = [...orig, ...crop, ...target];
     const images = n * perPrompt;
-    const timeIds: Tensor = { data: new Float32Array(images * 6).map((_, i) => ids[i % 6]!), shape: [images, 6] };
+    const timeIds: Tensor = {
+      data: new Float32Array(images * 6).map((_, i) => ids[i % 6]!),
+      shape: [images, 6],
+    };
     const p = { embeds: repeatEach(pos.promptEmbeds, perPrompt), pooled: repeatEach(pos.pooled, perPrompt) };
-    if (!cfg || !neg) return { cond: { encoderHiddenStates: p.embeds, textEmbeds: p.pooled, timeIds }, images };
+    if (!cfg || !neg)
+      return { cond: { encoderHiddenStates: p.embeds, textEmbeds: p.pooled, timeIds }, images };
     const q = { embeds: repeatEach(neg.promptEmbeds, perPrompt), pooled: repeatEach(neg.pooled, perPrompt) };
     return {
       cond: {

@@ -8,7 +8,13 @@ import { CLIPTextModel } from '../models/clip-text-model.js';
 import { CLIPTokenizer } from '../models/clip-tokenizer.js';
 import { UNet2DConditionModel } from '../models/unet-2d-condition.js';
 import { type Conditioning, denoise, type UNetCall } from './denoise.js';
-import { asList, checkSize, type GenerateOptions, type GenerateResult, positiveInt } from './generate-options.js';
+import {
+  asList,
+  checkSize,
+  type GenerateOptions,
+  type GenerateResult,
+  positiveInt,
+} from './generate-options.js';
 import type { PipelineOptions } from './stable-diffusion-xl.js';
 import { concatBatch, repeatEach } from './tensor-ops.js';
 
@@ -55,8 +61,13 @@ export class StableDiffusionPipeline {
     const p = repeatEach(pos, perPrompt);
     if (!cfg) return { cond: { encoderHiddenStates: p }, images: n * perPrompt };
     // SD has no zeroing: a missing negative prompt is the empty prompt.
-    const neg = o.negativePromptEmbeds ?? (await this.encodePrompt(asList('negativePrompt', o.negativePrompt, n) ?? new Array(n).fill('')));
-    return { cond: { encoderHiddenStates: concatBatch(repeatEach(neg, perPrompt), p) }, images: n * perPrompt };
+    const neg =
+      o.negativePromptEmbeds ??
+      (await this.encodePrompt(asList('negativePrompt', o.negativePrompt, n) ?? new Array(n).fill('')));
+    return {
+      cond: { encoderHiddenStates: concatBatch(repeatEach(neg, perPrompt), p) },
+      images: n * perPrompt,
+    };
   }
 
   async generate(options: GenerateOptions, unet?: UNetCall): Promise<GenerateResult> {

@@ -10,7 +10,9 @@ export function concatBatch(...ts: Tensor[]): Tensor {
   const rest = ts[0]!.shape.slice(1);
   for (const t of ts) {
     if (t.shape.slice(1).join() !== rest.join()) {
-      throw new Error(`cannot stack batches of shape [${ts[0]!.shape.join(', ')}] and [${t.shape.join(', ')}]`);
+      throw new Error(
+        `cannot stack batches of shape [${ts[0]!.shape.join(', ')}] and [${t.shape.join(', ')}]`,
+      );
     }
   }
   const out = new Float32Array(ts.reduce((n, t) => n + t.data.length, 0));

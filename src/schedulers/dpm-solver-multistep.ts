@@ -3,12 +3,12 @@
 import {
   interpIndex,
   karrasSigmas,
-  npLogF32,
   makeAlphasCumprod,
   makeBetas,
   type NoiseScheduleConfig,
   npArange,
   npLinspace,
+  npLogF32,
   roundHalfEven,
   sigmasFromAlphasCumprod,
   sigmaToT,

@@ -3,10 +3,10 @@
 import {
   interpIndex,
   karrasSigmas,
-  npLogF32,
   makeAlphasCumprod,
   makeBetas,
   type NoiseScheduleConfig,
+  npLogF32,
   sigmasFromAlphasCumprod,
   sigmaToT,
   spacedTimesteps,

@@ -1,8 +1,8 @@
 // Shared by the golden tests: where the reference fixtures live, and how close is close enough.
 import { existsSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import type { TestContext } from 'node:test';
+import { fileURLToPath } from 'node:url';
 import { type AnyTensor, readSafetensors, type Tensor } from '../../src/index.js';
 
 export const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
@@ -72,8 +72,13 @@ export function assertClose(
   const c = compare(actual.data, ref.data);
   const msg = `${what}: rel L2 ${c.relL2.toExponential(2)}, max abs ${c.maxAbs.toExponential(2)} (${c.maxAbsOverMaxRef.toExponential(2)} of max ref)`;
   t?.diagnostic(msg);
-  if (!(c.relL2 < tol.relL2) || (tol.maxAbsOverMaxRef !== undefined && !(c.maxAbsOverMaxRef < tol.maxAbsOverMaxRef))) {
-    throw new Error(`${msg}; tolerance rel L2 < ${tol.relL2}${tol.maxAbsOverMaxRef ? `, max abs ratio < ${tol.maxAbsOverMaxRef}` : ''}`);
+  if (
+    !(c.relL2 < tol.relL2) ||
+    (tol.maxAbsOverMaxRef !== undefined && !(c.maxAbsOverMaxRef < tol.maxAbsOverMaxRef))
+  ) {
+    throw new Error(
+      `${msg}; tolerance rel L2 < ${tol.relL2}${tol.maxAbsOverMaxRef ? `, max abs ratio < ${tol.maxAbsOverMaxRef}` : ''}`,
+    );
   }
   return c;
 }

@@ -1,8 +1,8 @@
 import type { SymTensor } from '../builder.js';
 import { attr } from '../onnx-model.js';
+import { softmax } from './activation.js';
 import { expectRank, fail, fmt } from './common.js';
 import { add, mul } from './elementwise.js';
-import { softmax } from './activation.js';
 import { matmul } from './linear.js';
 import { reshape, transpose } from './shape.js';
 
@@ -19,7 +19,13 @@ export interface AttentionOptions {
  * Multi-head scaled dot-product attention on [B, S, heads·d] projections:
  * softmax(q·kᵀ / sqrt(d)) · v, heads split from and merged back into the last axis.
  */
-export function attention(q: SymTensor, k: SymTensor, v: SymTensor, heads: number, opts: AttentionOptions = {}): SymTensor {
+export function attention(
+  q: SymTensor,
+  k: SymTensor,
+  v: SymTensor,
+  heads: number,
+  opts: AttentionOptions = {},
+): SymTensor {
   expectRank('Attention', q, 3, 'query');
   expectRank('Attention', k, 3, 'key');
   expectRank('Attention', v, 3, 'value');
@@ -33,10 +39,16 @@ export function attention(q: SymTensor, k: SymTensor, v: SymTensor, heads: numbe
   const dv = v.dim(2) / heads;
   const scale = 1 / Math.sqrt(d);
   if ((opts.impl ?? 'matmul') === 'mha' && !opts.bias) {
-    return q.graph.node('MultiHeadAttention', [q, k, v], [{ dtype: 'float32', shape: [b, sq, heads * dv] }], {
-      num_heads: attr.int(heads),
-      scale: attr.float(scale),
-    }, 'com.microsoft')[0]!;
+    return q.graph.node(
+      'MultiHeadAttention',
+      [q, k, v],
+      [{ dtype: 'float32', shape: [b, sq, heads * dv] }],
+      {
+        num_heads: attr.int(heads),
+        scale: attr.float(scale),
+      },
+      'com.microsoft',
+    )[0]!;
   }
   const qh = transpose(reshape(q, [b, sq, heads, d]), [0, 2, 1, 3]);
   const kt = transpose(reshape(k, [b, sk, heads, d]), [0, 2, 3, 1]);

@@ -10,7 +10,12 @@ export interface Conv2dOptions {
 }
 
 /** torch.nn.functional.conv2d with explicit (possibly asymmetric) zero padding. */
-export function conv2d(x: SymTensor, weight: SymTensor, bias: SymTensor | null, opts: Conv2dOptions = {}): SymTensor {
+export function conv2d(
+  x: SymTensor,
+  weight: SymTensor,
+  bias: SymTensor | null,
+  opts: Conv2dOptions = {},
+): SymTensor {
   expectRank('Conv', x, 4);
   expectRank('Conv', weight, 4, 'weight');
   const stride = opts.stride ?? 1;
@@ -19,9 +24,14 @@ export function conv2d(x: SymTensor, weight: SymTensor, bias: SymTensor | null, 
   const [n, c, h, w] = x.shape as [number, number, number, number];
   const [o, ci, kh, kw] = weight.shape as [number, number, number, number];
   if (ci * groups !== c) {
-    fail('Conv', x, `input ${fmt(x.shape)} has ${c} channels, weight ${fmt(weight.shape)} with ${groups} group(s) expects ${ci * groups}`);
+    fail(
+      'Conv',
+      x,
+      `input ${fmt(x.shape)} has ${c} channels, weight ${fmt(weight.shape)} with ${groups} group(s) expects ${ci * groups}`,
+    );
   }
-  if (bias && (bias.rank !== 1 || bias.dim(0) !== o)) fail('Conv', x, `bias ${fmt(bias.shape)} does not match ${o} output channels`);
+  if (bias && (bias.rank !== 1 || bias.dim(0) !== o))
+    fail('Conv', x, `bias ${fmt(bias.shape)} does not match ${o} output channels`);
   const oh = Math.floor((h + pads[0] + pads[2] - kh) / stride) + 1;
   const ow = Math.floor((w + pads[1] + pads[3] - kw) / stride) + 1;
   if (oh <= 0 || ow <= 0) fail('Conv', x, `input ${fmt(x.shape)} is smaller than the ${kh}x${kw} kernel`);

@@ -39,10 +39,16 @@ export function where(cond: SymTensor, a: SymTensor, b: SymTensor): SymTensor {
 
 export function cast(x: SymTensor, to: 'float32' | 'int64'): SymTensor {
   if (x.dtype === to) return x;
-  return x.graph.node('Cast', [x], [{ dtype: to, shape: x.shape }], { to: attr.int(to === 'float32' ? 1 : 7) })[0]!;
+  return x.graph.node('Cast', [x], [{ dtype: to, shape: x.shape }], {
+    to: attr.int(to === 'float32' ? 1 : 7),
+  })[0]!;
 }
 
 export function clip(x: SymTensor, lo: number, hi: number): SymTensor {
   const g = x.graph;
-  return g.node('Clip', [x, g.constFloat([lo], []), g.constFloat([hi], [])], [{ dtype: x.dtype, shape: x.shape }])[0]!;
+  return g.node(
+    'Clip',
+    [x, g.constFloat([lo], []), g.constFloat([hi], [])],
+    [{ dtype: x.dtype, shape: x.shape }],
+  )[0]!;
 }

@@ -14,7 +14,11 @@ export interface SinusoidalOptions {
  * Frequencies exactly as diffusers' get_timestep_embedding computes them in float32:
  * exp(-ln(maxPeriod) · i / (half − shift)).
  */
-export function sinusoidalFrequencies(dim: number, downscaleFreqShift: number, maxPeriod = 10000): Float32Array {
+export function sinusoidalFrequencies(
+  dim: number,
+  downscaleFreqShift: number,
+  maxPeriod = 10000,
+): Float32Array {
   const half = Math.floor(dim / 2);
   const f = Math.fround;
   const c = f(-Math.log(maxPeriod));
@@ -29,7 +33,11 @@ export function sinusoidalEmbedding(t: SymTensor, dim: number, opts: SinusoidalO
   if (dim % 2 !== 0) fail('TimestepEmbedding', t, `odd embedding size ${dim} is not supported`);
   const g = t.graph;
   const half = dim / 2;
-  const freqs = g.constant(sinusoidalFrequencies(dim, opts.downscaleFreqShift, opts.maxPeriod), [1, half], 'freqs');
+  const freqs = g.constant(
+    sinusoidalFrequencies(dim, opts.downscaleFreqShift, opts.maxPeriod),
+    [1, half],
+    'freqs',
+  );
   let args = mul(reshape(t, [t.dim(0), 1]), freqs);
   if (opts.scale !== undefined && opts.scale !== 1) args = mul(args, opts.scale);
   const s = sin(args);

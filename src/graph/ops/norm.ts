@@ -2,21 +2,32 @@ import type { SymTensor } from '../builder.js';
 import { attr } from '../onnx-model.js';
 import { expectRank, fail, fmt } from './common.js';
 import { add, div, mul, sqrt, sub } from './elementwise.js';
-import { concat, reshape, slice, reduceMean } from './shape.js';
+import { concat, reduceMean, reshape, slice } from './shape.js';
 
 function checkAffine(op: string, x: SymTensor, c: number, weight: SymTensor, bias: SymTensor): void {
   if (weight.rank !== 1 || weight.dim(0) !== c || bias.rank !== 1 || bias.dim(0) !== c) {
-    fail(op, x, `weight ${fmt(weight.shape)} / bias ${fmt(bias.shape)} must both be [${c}] for input ${fmt(x.shape)}`);
+    fail(
+      op,
+      x,
+      `weight ${fmt(weight.shape)} / bias ${fmt(bias.shape)} must both be [${c}] for input ${fmt(x.shape)}`,
+    );
   }
 }
 
 function checkGroups(x: SymTensor, groups: number): void {
   expectRank('GroupNorm', x, 4);
-  if (x.dim(1) % groups !== 0) fail('GroupNorm', x, `${x.dim(1)} channels do not split into ${groups} groups`);
+  if (x.dim(1) % groups !== 0)
+    fail('GroupNorm', x, `${x.dim(1)} channels do not split into ${groups} groups`);
 }
 
 /** torch.nn.GroupNorm over the whole tensor (biased variance), via InstanceNormalization on [N, G, -1]. */
-export function groupNorm(x: SymTensor, groups: number, eps: number, weight: SymTensor, bias: SymTensor): SymTensor {
+export function groupNorm(
+  x: SymTensor,
+  groups: number,
+  eps: number,
+  weight: SymTensor,
+  bias: SymTensor,
+): SymTensor {
   checkGroups(x, groups);
   const [n, c, h, w] = x.shape as [number, number, number, number];
   checkAffine('GroupNorm', x, c, weight, bias);
@@ -24,9 +35,14 @@ export function groupNorm(x: SymTensor, groups: number, eps: number, weight: Sym
   const grouped = reshape(x, [n, groups, (c / groups) * h * w]);
   const ones = g.constFloat(new Array(groups).fill(1));
   const zeros = g.constFloat(new Array(groups).fill(0));
-  const normed = g.node('InstanceNormalization', [grouped, ones, zeros], [{ dtype: 'float32', shape: grouped.shape }], {
-    epsilon: attr.float(eps),
-  })[0]!;
+  const normed = g.node(
+    'InstanceNormalization',
+    [grouped, ones, zeros],
+    [{ dtype: 'float32', shape: grouped.shape }],
+    {
+      epsilon: attr.float(eps),
+    },
+  )[0]!;
   return add(mul(reshape(normed, [n, c, h, w]), reshape(weight, [c, 1, 1])), reshape(bias, [c, 1, 1]));
 }
 

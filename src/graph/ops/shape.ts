@@ -10,7 +10,8 @@ export function reshape(x: SymTensor, shape: readonly number[]): SymTensor {
   const minus = resolved.filter((d) => d === -1).length;
   if (minus > 1) fail('Reshape', x, `more than one -1 in ${fmt(shape)}`);
   if (minus === 1) {
-    if (known === 0 || total % known !== 0) fail('Reshape', x, `cannot reshape ${fmt(x.shape)} to ${fmt(shape)}`);
+    if (known === 0 || total % known !== 0)
+      fail('Reshape', x, `cannot reshape ${fmt(x.shape)} to ${fmt(shape)}`);
     resolved[resolved.indexOf(-1)] = total / known;
   } else if (known !== total) {
     fail('Reshape', x, `cannot reshape ${fmt(x.shape)} (${total} values) to ${fmt(shape)}`);
@@ -35,7 +36,11 @@ export function concat(xs: readonly SymTensor[], axis: number): SymTensor {
   const a = normAxis('Concat', first, axis);
   let total = 0;
   for (const x of xs) {
-    if (x.rank !== first.rank || x.dtype !== first.dtype || x.shape.some((d, i) => i !== a && d !== first.dim(i))) {
+    if (
+      x.rank !== first.rank ||
+      x.dtype !== first.dtype ||
+      x.shape.some((d, i) => i !== a && d !== first.dim(i))
+    ) {
       fail('Concat', first, `cannot concatenate ${fmt(first.shape)} and ${fmt(x.shape)} along axis ${a}`);
     }
     total += x.dim(a);
@@ -63,7 +68,11 @@ export function slice(x: SymTensor, axis: number, start: number, end: number): S
   if (e === s) fail('Slice', x, `empty slice [${start}, ${end}) of axis ${a} in ${fmt(x.shape)}`);
   const g = x.graph;
   const shape = x.shape.map((d, i) => (i === a ? e - s : d));
-  return g.node('Slice', [x, g.constInt64([s]), g.constInt64([e]), g.constInt64([a])], [{ dtype: x.dtype, shape }])[0]!;
+  return g.node(
+    'Slice',
+    [x, g.constInt64([s]), g.constInt64([e]), g.constInt64([a])],
+    [{ dtype: x.dtype, shape }],
+  )[0]!;
 }
 
 /** Zero padding of a 4-D tensor's spatial axes, ONNX order [top, left, bottom, right]. */
@@ -86,7 +95,8 @@ export function unsqueeze(x: SymTensor, axis: number): SymTensor {
 
 /** Rows of a table by integer ids: Gather(table, ids) along axis 0. */
 export function gather(table: SymTensor, ids: SymTensor, axis = 0): SymTensor {
-  if (ids.dtype !== 'int64' && ids.dtype !== 'int32') fail('Gather', ids, `indices must be integers, got ${ids.dtype}`);
+  if (ids.dtype !== 'int64' && ids.dtype !== 'int32')
+    fail('Gather', ids, `indices must be integers, got ${ids.dtype}`);
   const a = normAxis('Gather', table, axis);
   const shape = [...table.shape.slice(0, a), ...ids.shape, ...table.shape.slice(a + 1)];
   return table.graph.node('Gather', [table, ids], [{ dtype: table.dtype, shape }], { axis: attr.int(a) })[0]!;
@@ -115,7 +125,9 @@ export function upsampleNearest2x(x: SymTensor, size?: readonly [number, number]
 
 export function reduceMean(x: SymTensor, axes: readonly number[], keepdims = true): SymTensor {
   const ax = axes.map((a) => normAxis('ReduceMean', x, a));
-  const shape = keepdims ? x.shape.map((d, i) => (ax.includes(i) ? 1 : d)) : x.shape.filter((_, i) => !ax.includes(i));
+  const shape = keepdims
+    ? x.shape.map((d, i) => (ax.includes(i) ? 1 : d))
+    : x.shape.filter((_, i) => !ax.includes(i));
   return x.graph.node('ReduceMean', [x], [{ dtype: x.dtype, shape }], {
     axes: attr.ints(ax),
     keepdims: attr.int(keepdims ? 1 : 0),
