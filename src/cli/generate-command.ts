@@ -67,11 +67,11 @@ export function registerGenerateCommand(program: Command): void {
     .option('--variant <name>', 'weight file variant, e.g. fp16 (diffusion_pytorch_model.fp16.safetensors)')
     .option(
       '--out <file>',
-      'output file: .png, or .safetensors with --output-type latent; several images get -0, -1, … (default: image.png)',
+      'output file: .png, or .safetensors with --output-type latent; several images get -0, -1, … (default: image.png / latents.safetensors)',
     )
     .addOption(new Option('--output-type <type>', `${list(OUTPUT_TYPES)} (default: image)`))
-    .optionsGroup('DistriFusion (any of these splits the UNet across ranks):')
-    .option('--ranks <n>', 'number of ranks (worker threads or devices) (default: 1)')
+    .optionsGroup('DistriFusion (--ranks > 1 or any other flag here runs the UNet on ranks):')
+    .option('--ranks <n>', 'number of ranks: worker threads, or one device each (default: 1)')
     .option('--threads-per-rank <n>', 'CPU threads per rank (default: all cores / ranks)')
     .option(
       '--warmup-steps <n>',
