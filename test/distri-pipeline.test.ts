@@ -163,3 +163,60 @@ for (const kind of ['throw', 'exit', 'hang'] as const) {
     assert.ok(Date.now() - started < 60_000, 'took too long to fail');
   });
 }
+
+test('batches: two prompts × two images per prompt, full_sync on 2 ranks equals one device', {
+  skip: skipWithoutFixtures,
+}, async () => {
+  const o = options(64, 96, 2, {
+    prompt: ['a red fox in the snow', 'a lighthouse at dusk'],
+    negativePrompt: ['blurry', 'low quality'],
+    numImagesPerPrompt: 2,
+  });
+  const ref = await single(o);
+  assert.deepEqual(ref.latents.shape, [4, 4, 16, 24]);
+  for (const splitBatch of [false, true]) {
+    const [d] = await distributed({ ranks: 2, splitBatch, mode: 'full_sync', height: 64, width: 96 }, [o]);
+    const e = rel(d!.latents.data, ref.latents.data);
+    assert.ok(e < 1e-5, `splitBatch ${splitBatch}: rel L2 ${e}`);
+  }
+});
+
+test('DistriSDPipeline: an SD 1.5-layout UNet (4 levels) split in 2 and 3 bands, full_sync equals one device', {
+  skip: skipWithoutFixtures,
+}, async () => {
+  const { StableDiffusionPipeline } = await import('../src/pipelines/stable-diffusion.js');
+  const { DistriSDPipeline } = await import('../src/pipelines/distri-pipelines.js');
+  const { UNet2DConditionModel } = await import('../src/models/unet-2d-condition.js');
+  const { AutoencoderKL } = await import('../src/models/autoencoder-kl.js');
+  const { CLIPTextModel } = await import('../src/models/clip-text-model.js');
+  const { CLIPTokenizer } = await import('../src/models/clip-tokenizer.js');
+  const { readJson } = await import('../src/io/diffusers-folder.js');
+  const unetDir = fixture('unet-sd15-tiny', 'unet');
+  const sd = new StableDiffusionPipeline({
+    unet: await UNet2DConditionModel.fromPretrained(unetDir, { threads: 1 }),
+    vae: await AutoencoderKL.fromPretrained(fixture('sdxl-tiny', 'vae'), { threads: 1 }),
+    textEncoder: await CLIPTextModel.fromPretrained(fixture('sdxl-tiny', 'text_encoder'), { threads: 1 }),
+    tokenizer: await CLIPTokenizer.fromPretrained(fixture('sdxl-tiny', 'tokenizer')),
+    schedulerConfig: await readJson(fixture('configs/stable-diffusion-v1-5/scheduler/scheduler_config.json')),
+  });
+  const o = { ...options(160, 96, 3), guidanceScale: 7.5, scheduler: 'euler' as const };
+  const ref = await sd.generate(o);
+  for (const ranks of [2, 3]) {
+    const pipe = DistriSDPipeline.fromPipeline(sd, unetDir, {
+      ranks,
+      splitBatch: false,
+      mode: 'full_sync',
+      height: 160,
+      width: 96,
+      timeoutMs: 60_000,
+    });
+    try {
+      const r = await pipe.generate(o);
+      const e = rel(r.latents.data, ref.latents.data);
+      assert.ok(e < 1e-5, `${ranks} ranks: rel L2 ${e}`);
+    } finally {
+      await pipe.close();
+    }
+  }
+  await sd.dispose();
+});
