@@ -1,4 +1,7 @@
 import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
 import { test } from 'node:test';
 import { asFloat, compare, fixture, loadFixture, skipWithoutFixtures } from '../../test/helpers/fixtures.js';
 import { readJson } from '../io/diffusers-folder.js';
@@ -116,4 +119,20 @@ test('a UNet cut into segments at every exchange point computes what the uncut o
   assert.ok(weightLoadingStats.mapped > 0, 'weights were not memory-mapped');
   await whole.dispose();
   await cut.dispose();
+});
+
+test('devices: unknown names and missing providers fail with a clear error', async () => {
+  const { executionProviders } = await import('./session.js');
+  assert.deepEqual(executionProviders('cpu'), ['cpu']);
+  assert.throws(
+    () => executionProviders('tpu:0'),
+    /device 'tpu:0': expected 'cpu', 'cuda', 'cuda:N' or 'webgpu'/,
+  );
+  if (!existsSync(join(dirname(createRequire(import.meta.url).resolve('onnxruntime-node')), '..', 'bin')))
+    return;
+  // This checkout installs onnxruntime-node without the CUDA download (.npmrc), so CUDA must be reported missing.
+  assert.throws(
+    () => executionProviders('cuda:0'),
+    /device 'cuda:0': the CUDA execution provider is not installed/,
+  );
 });

@@ -1,4 +1,6 @@
+import { existsSync, readdirSync } from 'node:fs';
 import { link, mkdtemp, open, realpath, rm, writeFile } from 'node:fs/promises';
+import { createRequire } from 'node:module';
 import { availableParallelism, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import ort from 'onnxruntime-node';
@@ -46,9 +48,10 @@ export function executionProviders(
   }
   const m = /^cuda(?::(\d+))?$/.exec(d);
   if (m) {
-    if (!available.includes('cuda')) {
+    if (!available.includes('cuda') || !cudaProviderInstalled()) {
       throw new Error(
-        `device '${d}': this onnxruntime-node build has no CUDA provider (available: ${available.join(', ')})`,
+        `device '${d}': the CUDA execution provider is not installed with onnxruntime-node (this project's .npmrc ` +
+          'skips its download); install it with `ONNXRUNTIME_NODE_INSTALL=cuda12 npm rebuild onnxruntime-node`',
       );
     }
     return [
@@ -61,6 +64,22 @@ export function executionProviders(
 
 /** How many sessions got their weights memory-mapped vs copied from buffers (for tests and benchmarks). */
 export const weightLoadingStats = { mapped: 0, inMemory: 0 };
+
+/** The CUDA provider is downloaded at install time, next to the binding, unless the install skipped it. */
+function cudaProviderInstalled(): boolean {
+  const binding = createRequire(import.meta.url).resolve('onnxruntime-node');
+  const bin = join(dirname(binding), '..', 'bin');
+  if (!existsSync(bin)) return false;
+  const stack = [bin];
+  while (stack.length > 0) {
+    const dir = stack.pop()!;
+    for (const e of readdirSync(dir, { withFileTypes: true })) {
+      if (e.isDirectory()) stack.push(join(dir, e.name));
+      else if (/onnxruntime_providers_cuda/.test(e.name)) return true;
+    }
+  }
+  return false;
+}
 
 // Node Buffers top out at 4 GiB and ORT reads each external file in one piece: keep blobs well below that.
 const BLOB_LIMIT = 1 << 30;
