@@ -63,20 +63,29 @@ function size(f: CommonFlags): { height?: number; width?: number } {
   return { ...(height ? { height } : {}), ...(width ? { width } : {}) };
 }
 
-const started = Date.now();
-function progress(message: string): void {
-  process.stderr.write(`[${((Date.now() - started) / 1000).toFixed(0).padStart(5)} s] ${message}\n`);
+/** Where the command writes: the table to `out`, progress to `err` (tests capture both). */
+export interface BenchIO {
+  out(text: string): void;
+  err(text: string): void;
+}
+
+const STDIO: BenchIO = { out: (t) => void process.stdout.write(t), err: (t) => void process.stderr.write(t) };
+
+function progressTo(io: BenchIO): (message: string) => void {
+  const started = Date.now();
+  return (message) => io.err(`[${((Date.now() - started) / 1000).toFixed(0).padStart(5)} s] ${message}\n`);
 }
 
 async function finish(
+  io: BenchIO,
   table: string,
   report: { rows: Array<{ ok: boolean }> },
   json: string | undefined,
 ): Promise<void> {
-  process.stdout.write(`\n${table}\n`);
+  io.out(`\n${table}\n`);
   if (json) {
     await writeFile(json, `${JSON.stringify(report, null, 2)}\n`);
-    progress(`wrote ${json}`);
+    io.err(`wrote ${json}\n`);
   }
   if (report.rows.some((r) => !r.ok)) process.exitCode = 1;
 }
@@ -93,7 +102,7 @@ function addCommon(c: Command): Command {
 }
 
 /** Registers `distrifusion bench unet` and `distrifusion bench patch`. */
-export function registerBenchCommand(program: Command): void {
+export function registerBenchCommand(program: Command, io: BenchIO = STDIO): void {
   const bench = program
     .command('bench')
     .description('benchmarks: whole-UNet FLOP rate (unet) and DistriFusion splits (patch)');
@@ -116,6 +125,7 @@ export function registerBenchCommand(program: Command): void {
         'mmap',
       ),
   ).action(async (f: UnetFlags) => {
+    const progress = progressTo(io);
     const batch = int('--batch', f.batch);
     const report = await runUnetBench(
       {
@@ -132,7 +142,7 @@ export function registerBenchCommand(program: Command): void {
       },
       progress,
     );
-    await finish(unetTable(report), report, f.json);
+    await finish(io, unetTable(report), report, f.json);
   });
 
   addCommon(
@@ -154,6 +164,7 @@ export function registerBenchCommand(program: Command): void {
       .option('--no-prime', 'do not run each graph once before timing')
       .option('--timeout-ms <ms>', 'longest wait for a rank', '1800000'),
   ).action(async (f: PatchFlags) => {
+    const progress = progressTo(io);
     const given = [f.model, f.config, f.preset].filter((v) => v !== undefined);
     if (given.length > 1) throw new Error('bench patch: give one of --model, --config and --preset');
     if (f.preset !== undefined && !isPresetName(f.preset))
@@ -178,9 +189,9 @@ export function registerBenchCommand(program: Command): void {
       },
       progress,
     );
-    process.stdout.write(
+    io.out(
       `\n${report.model} ${report.height}x${report.width}, batch 2 (CFG), ${(report.flopsPerStep / 1e9).toFixed(1)} GFLOP per step\n`,
     );
-    await finish(patchTable(report), report, f.json);
+    await finish(io, patchTable(report), report, f.json);
   });
 }

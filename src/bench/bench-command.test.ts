@@ -1,0 +1,135 @@
+// Smoke tests of `bench unet` and `bench patch` at a tiny size: the table and the JSON carry every field,
+// and every figure is finite. Speed is for benchmarks to measure, never for tests to assert.
+import assert from 'node:assert/strict';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { Command } from 'commander';
+import { fixture, skipWithoutFixtures } from '../../test/helpers/fixtures.js';
+import { registerBenchCommand } from '../cli/bench-command.js';
+import type { PatchBenchReport } from './patch-bench.js';
+import type { UnetBenchReport } from './unet-bench.js';
+
+const tinyConfig = fixture('sdxl-tiny', 'unet', 'config.json');
+
+async function runBench(args: string[]): Promise<{ out: string; err: string }> {
+  let out = '';
+  let err = '';
+  const program = new Command('distrifusion').exitOverride();
+  registerBenchCommand(program, { out: (t) => void (out += t), err: (t) => void (err += t) });
+  await program.parseAsync(['bench', ...args], { from: 'user' });
+  return { out, err };
+}
+
+function assertFinite(what: string, v: unknown): void {
+  assert.ok(typeof v === 'number' && Number.isFinite(v), `${what} is ${v}`);
+}
+
+test('bench unet: table and JSON at 64x64', { skip: skipWithoutFixtures }, async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'distrifusion-bench-test-'));
+  try {
+    const json = join(dir, 'unet.json');
+    const { out } = await runBench([
+      'unet',
+      '--models',
+      tinyConfig,
+      '--threads',
+      '1',
+      '--repeats',
+      '1',
+      '--height',
+      '64',
+      '--width',
+      '64',
+      '--json',
+      json,
+    ]);
+    for (const h of ['model', 'ms/forward', 'GFLOP/s', 'conv GFLOP/s', 'UNet/conv', 'peak RSS'])
+      assert.ok(out.includes(h), `table lacks '${h}'`);
+    assert.ok(out.includes('sdxl-tiny/unet'));
+    const report = JSON.parse(await readFile(json, 'utf8')) as UnetBenchReport;
+    assert.equal(report.rows.length, 1);
+    const row = report.rows[0]!;
+    assert.ok(row.ok, row.error);
+    assert.deepEqual([row.height, row.width, row.threads, row.batch], [64, 64, 1, 1]);
+    const r = row.result!;
+    for (const [k, v] of Object.entries({
+      ...r.unet,
+      conv: r.conv?.gflops,
+      ratio: r.ratioToConv,
+      rss: row.peakRssBytes,
+    })) {
+      if (k !== 'runsMs') assertFinite(k, v);
+    }
+    assert.ok(r.unet.flops > 0 && row.peakRssBytes > 0);
+    assert.equal(r.unet.runsMs.length, 1);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test('bench patch: 1x1, 1x2 and 2x1 patch rows at 64x64, 2 steps', {
+  skip: skipWithoutFixtures,
+}, async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'distrifusion-bench-test-'));
+  try {
+    const json = join(dir, 'patch.json');
+    const { out } = await runBench([
+      'patch',
+      '--config',
+      tinyConfig,
+      '--ranks',
+      '1,2',
+      '--parallelism',
+      'patch',
+      '--height',
+      '64',
+      '--width',
+      '64',
+      '--steps',
+      '2',
+      '--warmup-steps',
+      '0',
+      '--json',
+      json,
+    ]);
+    for (const h of ['async ms', 'vs 1x1', 'vs 1x2', 'exchanged/step', 'wait ms', 'peak RSS', 'launch s']) {
+      assert.ok(out.includes(h), `table lacks '${h}'`);
+    }
+    const report = JSON.parse(await readFile(json, 'utf8')) as PatchBenchReport;
+    assert.deepEqual(
+      report.rows.map((r) => r.key),
+      ['1x1', '1x2', '2x1 patch corrected_async_gn'],
+    );
+    for (const row of report.rows) {
+      assert.ok(row.ok, `${row.key}: ${row.error}`);
+      const r = row.result!;
+      assert.equal(r.warmup.steps + r.async.steps, 2);
+      for (const [k, v] of Object.entries({
+        ...r.async,
+        launch: r.launchMs,
+        speedup: row.speedup,
+        vs: row.speedupOverThreads,
+        rss: row.peakRssBytes,
+      })) {
+        assertFinite(`${row.key} ${k}`, v);
+      }
+    }
+    const split = report.rows[2]!.result!;
+    assert.ok(split.exchangePoints > 0 && split.async.bytesPerStep > 0, 'two patch ranks exchange');
+    assert.equal(report.rows[0]!.speedup, 1);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test('bench patch: flag errors name the flag', async () => {
+  await assert.rejects(runBench(['patch', '--preset', 'sd3']), /--preset: expected sd15 or sdxl, got 'sd3'/);
+  await assert.rejects(
+    runBench(['patch', '--ranks', '0']),
+    /--ranks: expected a comma-separated list of positive integers/,
+  );
+  await assert.rejects(runBench(['patch', '--sync-mode', 'fast']), /--sync-mode: 'fast' is not one of/);
+  await assert.rejects(runBench(['unet', '--dtype', 'f8']), /--dtype: expected f32 or f16, got 'f8'/);
+});
