@@ -17,7 +17,15 @@ async function runBench(args: string[]): Promise<{ out: string; err: string }> {
   let out = '';
   let err = '';
   const program = new Command('distrifusion').exitOverride();
-  registerBenchCommand(program, { out: (t) => void (out += t), err: (t) => void (err += t) });
+  const io = {
+    out: (t: string) => {
+      out += t;
+    },
+    err: (t: string) => {
+      err += t;
+    },
+  };
+  registerBenchCommand(program, io);
   await program.parseAsync(['bench', ...args], { from: 'user' });
   return { out, err };
 }
