@@ -34,7 +34,7 @@ export interface StepStats {
   step: number;
   sync: boolean;
   ms: number;
-  perRank: Array<{ rank: number; ms: number; waitMs: number; bytesPublished: number }>;
+  perRank: Array<Pick<StepReport, 'rank' | 'ms' | 'computeMs' | 'waitMs' | 'copyMs' | 'bytesPublished'>>;
 }
 
 type Split = { axis: 2 | 3; bands: Band[] };
@@ -368,7 +368,9 @@ export class RankPool {
       perRank: reports.map((r) => ({
         rank: r.rank,
         ms: r.ms,
+        computeMs: r.computeMs,
         waitMs: r.waitMs,
+        copyMs: r.copyMs,
         bytesPublished: r.bytesPublished,
       })),
     });

@@ -64,8 +64,11 @@ export interface StepReport {
   rank: number;
   step: number;
   output: HostTensor;
+  /** Whole step on this rank; time inside session.run; blocked on peers; copying exchange data. */
   ms: number;
+  computeMs: number;
   waitMs: number;
+  copyMs: number;
   bytesPublished: number;
 }
 
@@ -183,13 +186,24 @@ async function runStep(c: Compiled, m: Extract<ToRank, { type: 'step' }>): Promi
   const a = c.assembler;
   a?.begin(step, m.seq, m.warmupSteps);
   const outputName = c.program.output;
+  // Time in exchange callbacks = waiting for peers + copying into and out of shared memory.
+  let exchangeMs = 0;
+  const timed = <T>(f: () => T): T => {
+    const s = performance.now();
+    try {
+      return f();
+    } finally {
+      exchangeMs += performance.now() - s;
+    }
+  };
+  const computeBefore = graph.segmentMs.reduce((x, y) => x + y, 0);
   const out = await graph.run(
     feeds,
     a
       ? {
-          exchange: (marker, locals) => a.exchangeSync(marker, locals),
-          input: (info) => a.staleInput(info.name, info.shape),
-          onOutput: (name, t) => name !== outputName && a.publishFresh(name, t),
+          exchange: (marker, locals) => timed(() => a.exchangeSync(marker, locals)),
+          input: (info) => timed(() => a.staleInput(info.name, info.shape)),
+          onOutput: (name, t) => name !== outputName && timed(() => a.publishFresh(name, t)),
         }
       : {},
   );
@@ -201,7 +215,9 @@ async function runStep(c: Compiled, m: Extract<ToRank, { type: 'step' }>): Promi
     step,
     output,
     ms: performance.now() - t0,
+    computeMs: graph.segmentMs.reduce((x, y) => x + y, 0) - computeBefore,
     waitMs: ex?.waitMs ?? 0,
+    copyMs: exchangeMs - (ex?.waitMs ?? 0),
     bytesPublished: ex?.bytesPublished ?? 0,
   };
 }
