@@ -88,6 +88,7 @@ export class GraphBuilder {
   readonly outputs: OnnxValueInfo[] = [];
   readonly constants: OnnxInitializer[] = [];
   readonly weights = new Map<string, WeightUse>();
+  readonly invariantInputs = new Set<string>();
   readonly hooks: ExchangeHooks;
   private readonly weightTensors = new Map<string, SymTensor>();
   private readonly store: WeightStore | undefined;
@@ -135,10 +136,21 @@ export class GraphBuilder {
     return `${p ? `${p}/` : ''}${base}_${this.counter}`;
   }
 
-  input(name: string, dtype: DType, shape: readonly number[]): SymTensor {
+  /**
+   * A graph input. `invariant` inputs usually keep their value from one run to the next (the text
+   * conditioning of a denoising loop): what depends only on them and on weights runs once, in a prologue
+   * segment whose results are reused while those inputs are unchanged.
+   */
+  input(
+    name: string,
+    dtype: DType,
+    shape: readonly number[],
+    options: { invariant?: boolean } = {},
+  ): SymTensor {
     if (this.inputNames.has(name)) throw new Error(`graph ${this.name}: input '${name}' declared twice`);
     this.inputNames.add(name);
     this.inputs.push({ name, dtype, shape: [...shape] });
+    if (options.invariant) this.invariantInputs.add(name);
     return new SymTensor(this, name, dtype, [...shape]);
   }
 
@@ -288,6 +300,10 @@ export class GraphBuilder {
 
   isConstant(t: SymTensor): boolean {
     return this.constantNames.has(t.name);
+  }
+
+  isConstantName(name: string): boolean {
+    return this.constantNames.has(name);
   }
 
   weightBytes(): number {

@@ -93,7 +93,9 @@ test('a UNet cut into segments at every exchange point computes what the uncut o
   const cut = await CompiledGraph.fromBuilder(buildUNetGraph(config, weights, { ...spec, hooks: identity }), {
     threads: 1,
   });
-  assert.equal(whole.segmentCount, 1);
+  // One segment, plus the prologue computed from the text conditioning alone.
+  assert.equal(whole.segmentCount, 2);
+  assert.equal(whole.plan.segments[0]!.invariant, true);
   assert.ok(cut.segmentCount > 100, `only ${cut.segmentCount} segments`);
   const feeds = {
     sample: asFloat(io.sample),
@@ -112,11 +114,29 @@ test('a UNet cut into segments at every exchange point computes what the uncut o
       },
     })
   ).out_sample!.data as Float32Array;
-  assert.equal(exchanges, cut.segmentCount - 1);
+  assert.equal(exchanges, cut.segmentCount - 2);
   const c = compare(b, a);
   assert.ok(c.relL2 < 1e-6, `cut vs whole rel L2 ${c.relL2}`);
   assert.ok(compare(a, asFloat(io['out.sample']).data).relL2 < 1e-5);
   assert.ok(weightLoadingStats.mapped > 0, 'weights were not memory-mapped');
+  // The prologue (cross-attention K/V, added embeddings) runs once while the conditioning is unchanged...
+  const prologueMs = whole.segmentMs[0]!;
+  const again = (await whole.run(feeds)).out_sample!.data as Float32Array;
+  assert.equal(whole.segmentMs[0], prologueMs);
+  assert.deepEqual(again, a);
+  // ...and again when it changes, giving what a fresh graph gives.
+  const other = {
+    ...feeds,
+    encoder_hidden_states: {
+      ...feeds.encoder_hidden_states,
+      data: feeds.encoder_hidden_states.data.map((v) => v * 0.5),
+    },
+  };
+  const changed = (await whole.run(other)).out_sample!.data as Float32Array;
+  assert.ok(whole.segmentMs[0]! > prologueMs);
+  const fresh = await CompiledGraph.fromBuilder(buildUNetGraph(config, weights, spec), { threads: 1 });
+  assert.deepEqual(changed, (await fresh.run(other)).out_sample!.data);
+  await fresh.dispose();
   await whole.dispose();
   await cut.dispose();
 });

@@ -75,6 +75,7 @@ export class CompiledGraph {
   /** Accumulated milliseconds per segment (session.run only). */
   readonly segmentMs: number[];
   private readonly pool = new BufferPool();
+  private prologue: { inputs: Map<string, HostData>; outputs: Map<string, HostTensor> } | undefined;
 
   private constructor(
     readonly plan: GraphPlan,
@@ -139,6 +140,14 @@ export class CompiledGraph {
 
     for (const seg of this.segments) {
       const p = seg.plan;
+      if (p.invariant && seg.session) {
+        const cached = await this.runPrologue(seg.session, p, feeds);
+        for (const [name, t] of cached) {
+          values.set(name, t);
+          if (graphOutputs.has(name)) result[name] = { data: t.data.slice(), shape: t.shape };
+        }
+        continue;
+      }
       if (seg.session) {
         const ortFeeds: Record<string, ort.Tensor> = {};
         for (const i of p.inputs) {
@@ -199,6 +208,47 @@ export class CompiledGraph {
       }
     }
     return result;
+  }
+
+  /**
+   * Runs the invariant prologue, or reuses its results when its inputs hold the same values as last time
+   * (a denoising loop passes the same text conditioning every step: cross-attention K/V and the added
+   * embeddings are then computed once).
+   */
+  private async runPrologue(
+    session: ort.InferenceSession,
+    p: SegmentPlan,
+    feeds: Readonly<Record<string, HostTensor>>,
+  ): Promise<ReadonlyMap<string, HostTensor>> {
+    const inputs = p.inputs.map((i) => {
+      const v = feeds[i.name];
+      if (!v || i.source !== 'graph-input') {
+        throw new Error(`graph ${this.plan.name}: the invariant prologue needs graph input '${i.name}'`);
+      }
+      return [i.name, v] as const;
+    });
+    const last = this.prologue;
+    const unchanged =
+      last !== undefined &&
+      inputs.every(([name, v]) => {
+        const old = last.inputs.get(name);
+        if (!old || old.length !== v.data.length) return false;
+        for (let k = 0; k < old.length; k++) if (old[k] !== v.data[k]) return false;
+        return true;
+      });
+    if (unchanged) return last.outputs;
+    const fetches: Record<string, ort.Tensor> = {};
+    const outputs = new Map<string, HostTensor>();
+    for (const o of p.outputs) {
+      const t = { data: allocate(o.dtype, count(o.shape)), shape: o.shape };
+      outputs.set(o.name, t);
+      fetches[o.name] = toOrt(t);
+    }
+    const t0 = performance.now();
+    await session.run(Object.fromEntries(inputs.map(([name, v]) => [name, toOrt(v)])), fetches);
+    this.segmentMs[p.index]! += performance.now() - t0;
+    this.prologue = { inputs: new Map(inputs.map(([name, v]) => [name, v.data.slice()])), outputs };
+    return outputs;
   }
 
   async dispose(): Promise<void> {

@@ -27,6 +27,8 @@ export interface SegmentPlan {
   weights: WeightUse[];
   /** The exchange that follows this segment, if any. */
   exchange?: ExchangeMarker;
+  /** A prologue that depends only on invariant inputs: its results are reused while they are unchanged. */
+  invariant?: boolean;
 }
 
 export interface GraphPlan {
@@ -36,6 +38,23 @@ export interface GraphPlan {
   outputs: OnnxValueInfo[];
   /** For each tensor passed between segments: the index of the last segment (or exchange) that reads it. */
   lastUse: ReadonlyMap<string, number>;
+  /** Graph inputs the invariant prologue (segment 0) is computed from. */
+  invariantInputs: readonly string[];
+}
+
+/** Nodes computed only from invariant inputs and constants (not from constants alone). */
+function invariantNodes(b: GraphBuilder): Set<BuiltNode> {
+  const known = new Set(b.invariantInputs);
+  const out = new Set<BuiltNode>();
+  if (known.size === 0) return out;
+  for (const item of b.items) {
+    if (isMarker(item) || item.constant) continue;
+    const ok = item.inputs.every((i) => i === '' || known.has(i) || b.weights.has(i) || b.isConstantName(i));
+    if (!ok) continue;
+    out.add(item);
+    for (const o of item.outputs) known.add(o);
+  }
+  return out;
 }
 
 interface TensorInfo {
@@ -44,10 +63,12 @@ interface TensorInfo {
 }
 
 export function planSegments(b: GraphBuilder): GraphPlan {
-  const groups: BuiltNode[][] = [[]];
-  const markers: Array<ExchangeMarker | undefined> = [];
-  const groupPaths: string[] = [''];
+  const prologue = invariantNodes(b);
+  const groups: BuiltNode[][] = prologue.size > 0 ? [[...prologue], []] : [[]];
+  const markers: Array<ExchangeMarker | undefined> = prologue.size > 0 ? [undefined] : [];
+  const groupPaths: string[] = prologue.size > 0 ? ['prologue', ''] : [''];
   for (const item of b.items) {
+    if (!isMarker(item) && prologue.has(item)) continue;
     if (isMarker(item)) {
       markers.push(item.marker === 'exchange' ? item.exchange : undefined);
       groups.push([]);
@@ -190,7 +211,9 @@ export function planSegments(b: GraphBuilder): GraphPlan {
       outputs,
       weights: [...weights.values()],
       ...(m ? { exchange: m } : {}),
+      ...(s === 0 && prologue.size > 0 ? { invariant: true } : {}),
     };
   });
-  return { name: b.name, segments, inputs: b.inputs, outputs: b.outputs, lastUse };
+  const invariantInputs = prologue.size > 0 ? [...b.invariantInputs] : [];
+  return { name: b.name, segments, inputs: b.inputs, outputs: b.outputs, lastUse, invariantInputs };
 }

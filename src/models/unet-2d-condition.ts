@@ -49,11 +49,9 @@ export function buildUNetGraph(config: UNetConfig, weights: WeightStore, spec: U
   const { batch, height, width } = spec;
   const sample = b.input('sample', 'float32', [batch, c.inChannels, height, width]);
   const t = b.input('timestep', 'float32', [batch]);
-  const context = b.input('encoder_hidden_states', 'float32', [
-    batch,
-    spec.contextLength ?? 77,
-    c.crossAttentionDim,
-  ]);
+  // The text conditioning is the same at every step: what depends only on it runs once (graph prologue).
+  const contextShape = [batch, spec.contextLength ?? 77, c.crossAttentionDim];
+  const context = b.input('encoder_hidden_states', 'float32', contextShape, { invariant: true });
   const mark = (name: string, x: SymTensor): void => {
     if (spec.intermediates) b.output(`intermediate.${name}`, x);
   };
@@ -66,8 +64,10 @@ export function buildUNetGraph(config: UNetConfig, weights: WeightStore, spec: U
   mark('time_embedding', temb);
   if (c.additionEmbed) {
     const a = c.additionEmbed;
-    const textEmbeds = b.input('text_embeds', 'float32', [batch, a.inputDim - 6 * a.timeEmbedDim]);
-    const timeIds = b.input('time_ids', 'float32', [batch, 6]);
+    const textEmbeds = b.input('text_embeds', 'float32', [batch, a.inputDim - 6 * a.timeEmbedDim], {
+      invariant: true,
+    });
+    const timeIds = b.input('time_ids', 'float32', [batch, 6], { invariant: true });
     const idsProj = timesteps(F.reshape(timeIds, [batch * 6]), {
       channels: a.timeEmbedDim,
       flipSinToCos: c.flipSinToCos,
