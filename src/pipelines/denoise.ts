@@ -3,7 +3,7 @@
 import { performance } from 'node:perf_hooks';
 import type { Tensor } from '../io/tensor.js';
 import type { AutoencoderKL } from '../models/autoencoder-kl.js';
-import type { UNetForwardInputs } from '../models/unet-2d-condition.js';
+import type { UNet2DConditionModel, UNetForwardInputs } from '../models/unet-2d-condition.js';
 import { Generator, randn } from '../schedulers/random.js';
 import {
   createScheduler,
@@ -12,7 +12,7 @@ import {
   schedulerFromConfig,
 } from '../schedulers/scheduler.js';
 import type { GenerateOptions, GenerateResult } from './generate-options.js';
-import { positiveInt, randomSeed } from './generate-options.js';
+import { checkSize, positiveInt, randomSeed } from './generate-options.js';
 
 /** Text conditioning for the whole UNet batch ([negative…, positive…] when guidance is on). */
 export interface Conditioning {
@@ -147,4 +147,53 @@ export async function decodeToImages(vae: AutoencoderKL, latents: Tensor): Promi
   });
   const out = Float32Array.from(decoded.data, (v) => Math.min(1, Math.max(0, v / 2 + 0.5)));
   return { data: out, shape: decoded.shape };
+}
+
+/** What an SD or SDXL pipeline brings to text-to-image: its models and how it conditions the UNet. */
+export interface TextToImageParts {
+  unet: UNet2DConditionModel;
+  vae: AutoencoderKL;
+  schedulerConfig: Readonly<Record<string, unknown>>;
+  defaultGuidance: number;
+  conditioning(
+    o: GenerateOptions,
+    height: number,
+    width: number,
+    cfg: boolean,
+  ): Promise<{ cond: Conditioning; images: number }>;
+}
+
+/** The model's native size: the UNet's sample_size in latent pixels times the VAE factor. */
+export function defaultSize(unet: UNet2DConditionModel, vae: AutoencoderKL): [number, number] {
+  const [h, w] = unet.config.sampleSize;
+  return [h * vae.scaleFactor, w * vae.scaleFactor];
+}
+
+/** diffusers' __call__: check sizes, encode the prompts, denoise, decode. */
+export async function textToImage(
+  parts: TextToImageParts,
+  options: GenerateOptions,
+  unet?: UNetCall,
+): Promise<GenerateResult> {
+  const [dh, dw] = defaultSize(parts.unet, parts.vae);
+  const height = options.height ?? dh;
+  const width = options.width ?? dw;
+  checkSize('height', height, 8);
+  checkSize('width', width, 8);
+  const guidanceScale = options.guidanceScale ?? parts.defaultGuidance;
+  const t0 = performance.now();
+  const { cond, images } = await parts.conditioning(options, height, width, guidanceScale > 1);
+  return denoise({
+    options,
+    schedulerConfig: parts.schedulerConfig,
+    vae: parts.vae,
+    latentChannels: parts.unet.config.inChannels,
+    height,
+    width,
+    images,
+    guidanceScale,
+    conditioning: cond,
+    encodeMs: performance.now() - t0,
+    unet: unet ?? ((_, inputs) => parts.unet.forward(inputs)),
+  });
 }

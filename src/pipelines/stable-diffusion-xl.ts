@@ -1,21 +1,14 @@
 // diffusers' StableDiffusionXLPipeline (text-to-image) on one device.
 
 import { join } from 'node:path';
-import { performance } from 'node:perf_hooks';
 import { readJson } from '../io/diffusers-folder.js';
 import type { Tensor } from '../io/tensor.js';
 import { AutoencoderKL } from '../models/autoencoder-kl.js';
 import { CLIPTextModel, CLIPTextModelWithProjection } from '../models/clip-text-model.js';
 import { CLIPTokenizer } from '../models/clip-tokenizer.js';
 import { type ModelOptions, UNet2DConditionModel } from '../models/unet-2d-condition.js';
-import { type Conditioning, denoise, type UNetCall } from './denoise.js';
-import {
-  asList,
-  checkSize,
-  type GenerateOptions,
-  type GenerateResult,
-  positiveInt,
-} from './generate-options.js';
+import { type Conditioning, defaultSize, textToImage, type UNetCall } from './denoise.js';
+import { asList, type GenerateOptions, type GenerateResult, positiveInt } from './generate-options.js';
 import { concatBatch, repeatEach, zerosLike } from './tensor-ops.js';
 
 export interface SDXLComponents {
@@ -63,9 +56,7 @@ export class StableDiffusionXLPipeline {
   }
 
   get defaultSize(): [number, number] {
-    const [h, w] = this.components.unet.config.sampleSize;
-    const f = this.components.vae.scaleFactor;
-    return [h * f, w * f];
+    return defaultSize(this.components.unet, this.components.vae);
   }
 
   /** encode_prompt: both encoders' penultimate hidden states side by side, and encoder 2's pooled embeds. */
@@ -139,28 +130,15 @@ export class StableDiffusionXLPipeline {
 
   async generate(options: GenerateOptions, unet?: UNetCall): Promise<GenerateResult> {
     const c = this.components;
-    const [dh, dw] = this.defaultSize;
-    const height = options.height ?? dh;
-    const width = options.width ?? dw;
-    checkSize('height', height, 8);
-    checkSize('width', width, 8);
-    const guidanceScale = options.guidanceScale ?? 5;
-    const cfg = guidanceScale > 1;
-    const t0 = performance.now();
-    const { cond, images } = await this.conditioning(options, height, width, cfg);
-    return denoise({
-      options,
-      schedulerConfig: c.schedulerConfig,
+    const parts = {
+      unet: c.unet,
       vae: c.vae,
-      latentChannels: c.unet.config.inChannels,
-      height,
-      width,
-      images,
-      guidanceScale,
-      conditioning: cond,
-      encodeMs: performance.now() - t0,
-      unet: unet ?? ((_, inputs) => c.unet.forward(inputs)),
-    });
+      schedulerConfig: c.schedulerConfig,
+      defaultGuidance: 5,
+      conditioning: (o: GenerateOptions, h: number, w: number, cfg: boolean) =>
+        this.conditioning(o, h, w, cfg),
+    };
+    return textToImage(parts, options, unet);
   }
 
   async dispose(): Promise<void> {

@@ -1,20 +1,13 @@
 // diffusers' StableDiffusionPipeline (SD 1.x / 2.x text-to-image) on one device.
 import { join } from 'node:path';
-import { performance } from 'node:perf_hooks';
 import { readJson } from '../io/diffusers-folder.js';
 import type { Tensor } from '../io/tensor.js';
 import { AutoencoderKL } from '../models/autoencoder-kl.js';
 import { CLIPTextModel } from '../models/clip-text-model.js';
 import { CLIPTokenizer } from '../models/clip-tokenizer.js';
 import { UNet2DConditionModel } from '../models/unet-2d-condition.js';
-import { type Conditioning, denoise, type UNetCall } from './denoise.js';
-import {
-  asList,
-  checkSize,
-  type GenerateOptions,
-  type GenerateResult,
-  positiveInt,
-} from './generate-options.js';
+import { type Conditioning, defaultSize, textToImage, type UNetCall } from './denoise.js';
+import { asList, type GenerateOptions, type GenerateResult, positiveInt } from './generate-options.js';
 import type { PipelineOptions } from './stable-diffusion-xl.js';
 import { concatBatch, repeatEach } from './tensor-ops.js';
 
@@ -42,9 +35,7 @@ export class StableDiffusionPipeline {
   }
 
   get defaultSize(): [number, number] {
-    const [h, w] = this.components.unet.config.sampleSize;
-    const f = this.components.vae.scaleFactor;
-    return [h * f, w * f];
+    return defaultSize(this.components.unet, this.components.vae);
   }
 
   /** encode_prompt without clip skip: the text encoder's last hidden state (final layer norm applied). */
@@ -72,27 +63,14 @@ export class StableDiffusionPipeline {
 
   async generate(options: GenerateOptions, unet?: UNetCall): Promise<GenerateResult> {
     const c = this.components;
-    const [dh, dw] = this.defaultSize;
-    const height = options.height ?? dh;
-    const width = options.width ?? dw;
-    checkSize('height', height, 8);
-    checkSize('width', width, 8);
-    const guidanceScale = options.guidanceScale ?? 7.5;
-    const t0 = performance.now();
-    const { cond, images } = await this.conditioning(options, guidanceScale > 1);
-    return denoise({
-      options,
-      schedulerConfig: c.schedulerConfig,
+    const parts = {
+      unet: c.unet,
       vae: c.vae,
-      latentChannels: c.unet.config.inChannels,
-      height,
-      width,
-      images,
-      guidanceScale,
-      conditioning: cond,
-      encodeMs: performance.now() - t0,
-      unet: unet ?? ((_, inputs) => c.unet.forward(inputs)),
-    });
+      schedulerConfig: c.schedulerConfig,
+      defaultGuidance: 7.5,
+      conditioning: (o: GenerateOptions, _h: number, _w: number, cfg: boolean) => this.conditioning(o, cfg),
+    };
+    return textToImage(parts, options, unet);
   }
 
   async dispose(): Promise<void> {
