@@ -107,7 +107,9 @@ export async function runPatchRow(s: PatchRowSpec, progress: Progress = () => {}
     latentWidth: w,
   });
   const launchMs = performance.now() - t0;
-  progress(`launched in ${(launchMs / 1000).toFixed(1)} s (${pool.points.length} exchange points)`);
+  progress(
+    `launched in ${(launchMs / 1000).toFixed(1)} s (${pool.points.length} exchange points), RSS ${(process.memoryUsage.rss() / 2 ** 30).toFixed(2)} GiB`,
+  );
   try {
     const feeds = unetFeeds(unetConfig, { batch: s.batch, height: s.height, width: s.width });
     const timestep = feeds.timestep!.data as Float32Array;
