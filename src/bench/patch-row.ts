@@ -39,8 +39,10 @@ export interface StepRecord {
   ms: number;
   /** Sum over ranks. */
   bytesPublished: number;
-  /** Mean over ranks. */
+  /** Means over ranks: running segments, waiting on peers, copying exchange data. */
+  computeMs: number;
   waitMs: number;
+  copyMs: number;
   perRank: StepStats['perRank'];
 }
 
@@ -49,7 +51,10 @@ export interface PhaseSummary {
   /** Median wall time of one step (all ranks). */
   ms: number;
   bytesPerStep: number;
+  /** Medians over steps of the means over ranks. */
+  computeMs: number;
   waitMs: number;
+  copyMs: number;
 }
 
 export interface PatchRowResult {
@@ -73,12 +78,16 @@ export interface PatchRowResult {
   peakRssBytes: number;
 }
 
+const mean = (v: readonly number[]): number => v.reduce((a, b) => a + b, 0) / v.length;
+
 function summarise(records: readonly StepRecord[]): PhaseSummary {
   return {
     steps: records.length,
     ms: median(records.map((r) => r.ms)),
     bytesPerStep: median(records.map((r) => r.bytesPublished)),
+    computeMs: median(records.map((r) => r.computeMs)),
     waitMs: median(records.map((r) => r.waitMs)),
+    copyMs: median(records.map((r) => r.copyMs)),
   };
 }
 
@@ -125,7 +134,10 @@ export async function runPatchRow(s: PatchRowSpec, progress: Progress = () => {}
     }
     for (let step = 0; step < s.steps; step++) {
       await run(step);
-      progress(`step ${step + 1}/${s.steps}: ${(pool.stats[pool.stats.length - 1]!.ms / 1000).toFixed(2)} s`);
+      const rss = (process.memoryUsage.rss() / 2 ** 30).toFixed(2);
+      progress(
+        `step ${step + 1}/${s.steps}: ${(pool.stats[pool.stats.length - 1]!.ms / 1000).toFixed(2)} s, RSS ${rss} GiB`,
+      );
     }
     // Naive patches never sync; a single rank has nothing to sync: split their steps by index as patch does.
     const records: StepRecord[] = pool.stats.map((st) => ({
@@ -133,7 +145,9 @@ export async function runPatchRow(s: PatchRowSpec, progress: Progress = () => {}
       phase: (s.parallelism === 'patch' ? st.sync : st.step <= s.warmupSteps) ? 'warmup' : 'async',
       ms: st.ms,
       bytesPublished: st.perRank.reduce((a, r) => a + r.bytesPublished, 0),
-      waitMs: st.perRank.reduce((a, r) => a + r.waitMs, 0) / st.perRank.length,
+      computeMs: mean(st.perRank.map((r) => r.computeMs)),
+      waitMs: mean(st.perRank.map((r) => r.waitMs)),
+      copyMs: mean(st.perRank.map((r) => r.copyMs)),
       perRank: st.perRank,
     }));
     return {
