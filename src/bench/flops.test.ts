@@ -62,8 +62,17 @@ test('attention: 2·2·B·heads·Sq·Sk·d, as MatMuls or as MultiHeadAttention'
   }
 });
 
-/** The UNet's FLOPs from its config alone, following diffusers' module structure. */
-function unetFlopsFromConfig(c: UNetConfig, batch: number, h: number, w: number, ctxLen: number): number {
+/**
+ * The UNet's FLOPs from its config alone, following diffusers' module structure; `invariant` is the part
+ * computed from the text conditioning only (cross-attention K/V, SDXL's added embedding).
+ */
+function unetFlopsFromConfig(
+  c: UNetConfig,
+  batch: number,
+  h: number,
+  w: number,
+  ctxLen: number,
+): { total: number; invariant: number } {
   const c0 = c.blockOutChannels[0]!;
   const temb = 4 * c0;
   const lin = (rows: number, inF: number, outF: number) => 2 * rows * inF * outF;
@@ -73,8 +82,10 @@ function unetFlopsFromConfig(c: UNetConfig, batch: number, h: number, w: number,
     lin(batch, temb, cout) +
     conv(hw, cout, cout, 3) +
     (cin === cout ? 0 : conv(hw, cin, cout, 1));
+  let invariant = 0;
   const transformer = (hw: number, ch: number, layers: number) => {
     const rows = batch * hw;
+    invariant += layers * 2 * lin(batch * ctxLen, c.crossAttentionDim, ch);
     let f = 2 * lin(rows, ch, ch); // proj_in, proj_out (1x1 conv or linear alike)
     for (let i = 0; i < layers; i++) {
       f += lin(rows, ch, ch) + lin(rows, ch, 2 * ch) + 2 * (2 * batch * hw * hw * ch) + lin(rows, ch, ch); // attn1
@@ -88,7 +99,10 @@ function unetFlopsFromConfig(c: UNetConfig, batch: number, h: number, w: number,
     return f;
   };
   let f = lin(batch, c0, temb) + lin(batch, temb, temb);
-  if (c.additionEmbed) f += lin(batch, c.additionEmbed.inputDim, temb) + lin(batch, temb, temb);
+  if (c.additionEmbed) {
+    f += lin(batch, c.additionEmbed.inputDim, temb) + lin(batch, temb, temb);
+    invariant += lin(batch, c.additionEmbed.inputDim, temb) + lin(batch, temb, temb);
+  }
   const n = c.blockOutChannels.length;
   const sizes: Array<[number, number]> = [[h, w]];
   for (let i = 1; i < n; i++) sizes.push([Math.ceil(sizes[i - 1]![0] / 2), Math.ceil(sizes[i - 1]![1] / 2)]);
@@ -122,7 +136,7 @@ function unetFlopsFromConfig(c: UNetConfig, batch: number, h: number, w: number,
     }
     if (i < n - 1) f += conv(hw(r - 1), ch, ch, 3);
   }
-  return f + conv(hw(0), c0, c.outChannels, 3);
+  return { total: f + conv(hw(0), c0, c.outChannels, 3), invariant };
 }
 
 for (const [name, path, batch, size] of [
@@ -135,7 +149,10 @@ for (const [name, path, batch, size] of [
   }, async () => {
     const config = parseUNetConfig(await readJson(path), path);
     const g = buildUNetGraph(config, new RecordingWeightStore(path), { batch, height: size, width: size });
-    const counted = countFlops(g).total;
-    assert.equal(counted, unetFlopsFromConfig(config, batch, size, size, 77));
+    const counted = countFlops(g);
+    const expected = unetFlopsFromConfig(config, batch, size, size, 77);
+    assert.equal(counted.total, expected.total);
+    assert.equal(counted.invariant, expected.invariant);
+    assert.ok(expected.invariant > 0);
   });
 }

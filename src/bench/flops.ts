@@ -6,6 +6,12 @@ import { type BuiltNode, type GraphBuilder, isMarker } from '../graph/builder.js
 export interface FlopCount {
   /** Floating-point operations (2 per multiply-add) of one run. */
   total: number;
+  /**
+   * The part computed from invariant inputs only (the text conditioning: cross-attention K/V, SDXL's added
+   * embeddings). The runner reuses it while those inputs keep their values, so a denoising step costs
+   * `total - invariant`.
+   */
+  invariant: number;
   byOp: Record<string, number>;
   /** Counted nodes per op type. */
   nodes: Record<string, number>;
@@ -102,14 +108,21 @@ const COUNTERS: Record<string, (n: BuiltNode, shapes: Shapes) => number> = {
  */
 export function countFlops(b: GraphBuilder): FlopCount {
   const shapes = tensorShapes(b);
-  const result: FlopCount = { total: 0, byOp: {}, nodes: {} };
+  const result: FlopCount = { total: 0, invariant: 0, byOp: {}, nodes: {} };
+  // Tensors that depend on invariant inputs, weights and constants only (as the segment planner decides).
+  const invariant = new Set<string>(b.invariantInputs);
   for (const item of b.items) {
     if (isMarker(item) || item.constant) continue;
+    const fixed =
+      invariant.size > 0 &&
+      item.inputs.every((i) => i === '' || invariant.has(i) || b.weights.has(i) || b.isConstantName(i));
+    if (fixed) for (const o of item.outputs) invariant.add(o);
     const counter = COUNTERS[item.opType];
     if (!counter) continue;
     if (item.opType === 'MultiHeadAttention' && item.domain !== 'com.microsoft') continue;
     const f = counter(item, shapes);
     result.total += f;
+    if (fixed) result.invariant += f;
     result.byOp[item.opType] = (result.byOp[item.opType] ?? 0) + f;
     result.nodes[item.opType] = (result.nodes[item.opType] ?? 0) + 1;
   }

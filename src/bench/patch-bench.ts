@@ -116,8 +116,11 @@ async function flopsPerStep(modelDir: string, batch: number, height: number, wid
   const path = join(modelDir, 'config.json');
   const config = parseUNetConfig(await readJson(path), path);
   const [h, w] = latentSize(height, width);
-  return countFlops(buildUNetGraph(config, new RecordingWeightStore(path), { batch, height: h, width: w }))
-    .total;
+  const f = countFlops(
+    buildUNetGraph(config, new RecordingWeightStore(path), { batch, height: h, width: w }),
+  );
+  // Steps keep the text conditioning: the ranks reuse its invariant prologue after the first step.
+  return f.total - f.invariant;
 }
 
 export async function runPatchBench(o: PatchBenchOptions, progress: Progress): Promise<PatchBenchReport> {
