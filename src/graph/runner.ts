@@ -30,6 +30,9 @@ interface CompiledSegment {
   session: ort.InferenceSession | undefined;
 }
 
+/** Above this many segments, sessions run without ORT's per-session memory arena (see EngineOptions). */
+const MANY_SEGMENTS = 4;
+
 function allocate(dtype: DType, n: number): HostData {
   if (dtype === 'float32') return new Float32Array(n);
   if (dtype === 'int64') return new BigInt64Array(n);
@@ -86,8 +89,10 @@ export class CompiledGraph {
 
   static async compile(plan: GraphPlan, opts: EngineOptions = {}): Promise<CompiledGraph> {
     const segments: CompiledSegment[] = [];
+    const many = plan.segments.length > MANY_SEGMENTS;
+    const engine: EngineOptions = { ...opts, memoryArena: opts.memoryArena ?? !many };
     for (const p of plan.segments) {
-      const session = p.graph.nodes.length > 0 ? await createSession(p.graph, p.weights, opts) : undefined;
+      const session = p.graph.nodes.length > 0 ? await createSession(p.graph, p.weights, engine) : undefined;
       segments.push({ plan: p, session });
     }
     return new CompiledGraph(plan, segments);

@@ -25,6 +25,12 @@ export interface EngineOptions {
    * back to 'memory' where no hard link can be made (another filesystem, read-only folder).
    */
   weights?: 'mmap' | 'memory';
+  /**
+   * ORT's per-session memory arena keeps each session's peak activations allocated between runs. That is
+   * right for one big session, and ruinous for hundreds of segment sessions: CompiledGraph turns it off
+   * for graphs of more than a few segments unless this says otherwise.
+   */
+  memoryArena?: boolean;
 }
 
 export function defaultThreads(): number {
@@ -236,6 +242,7 @@ function sessionOptions(opts: EngineOptions): ort.InferenceSession.SessionOption
     executionMode: 'sequential',
     graphOptimizationLevel: opts.optimization ?? 'all',
     logSeverityLevel: 3,
+    ...(opts.memoryArena === false ? { enableCpuMemArena: false } : {}),
     ...(opts.prepacking === false ? { extra: { session: { disable_prepacking: '1' } } } : {}),
   };
 }

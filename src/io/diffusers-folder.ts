@@ -39,6 +39,8 @@ export async function readJson(path: string): Promise<JsonObject> {
 export interface LoadComponentOptions {
   /** Weight variant, e.g. 'fp16' for `diffusion_pytorch_model.fp16.safetensors`. */
   variant?: string;
+  /** Weights indexed already (e.g. an aligned shared copy): only config.json is read from the folder. */
+  weights?: WeightStore;
 }
 
 export interface Component {
@@ -98,6 +100,7 @@ export async function findWeightFiles(dir: string, variant?: string): Promise<st
 export async function loadComponent(dir: string, options: LoadComponentOptions = {}): Promise<Component> {
   const configPath = join(dir, 'config.json');
   const config = await readJson(configPath);
+  if (options.weights) return { dir, configPath, config, weights: options.weights };
   const files = await findWeightFiles(dir, options.variant);
   const weights = await WeightStore.fromFiles(files.length === 1 ? files[0]! : dir, files);
   return { dir, configPath, config, weights };

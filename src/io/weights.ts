@@ -76,6 +76,18 @@ export class WeightStore {
     return new WeightStore(source, entries);
   }
 
+  /** A store over entries already indexed elsewhere (an aligned copy, a worker thread's view). */
+  static fromIndex(source: string, entries: readonly WeightEntry[]): WeightStore {
+    return new WeightStore(source, new Map(entries.map((e) => [e.key, e])));
+  }
+
+  /** The raw entry of a key, without shape checks (for copying weights around). */
+  entry(key: string): WeightEntry {
+    const e = this.entries.get(key);
+    if (!e) throw new Error(`${this.source}: missing tensor '${key}'`);
+    return e;
+  }
+
   has(key: string): boolean {
     return this.entries.has(key);
   }

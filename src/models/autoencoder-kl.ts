@@ -229,7 +229,7 @@ export class AutoencoderKL {
     buildVaeDecoderGraph(config, comp.weights, { batch: 1, height: 1, width: 1 });
     buildVaeEncoderGraph(config, comp.weights, { batch: 1, height: f, width: f });
     comp.weights.assertAllUsed('AutoencoderKL');
-    const { variant: _v, ...engine } = options;
+    const { variant: _v, weightStore: _w, ...engine } = options;
     return new AutoencoderKL(config, comp.weights, engine);
   }
 

@@ -40,6 +40,8 @@ export interface UNetGraphSpec {
 export interface ModelOptions extends EngineOptions {
   /** Weight variant, e.g. 'fp16'. */
   variant?: string;
+  /** Weights indexed already (an aligned shared copy); only config.json is read from the folder. */
+  weightStore?: WeightStore;
 }
 
 /** Emits the UNet graph. Inputs: sample, timestep [B], encoder_hidden_states (+ text_embeds, time_ids). */
@@ -195,13 +197,13 @@ export class UNet2DConditionModel {
   }
 
   static async fromPretrained(dir: string, options: ModelOptions = {}): Promise<UNet2DConditionModel> {
-    const comp = await loadComponent(dir, options.variant ? { variant: options.variant } : {});
+    const { variant, weightStore: given, ...engine } = options;
+    const comp = await loadComponent(dir, { ...(variant ? { variant } : {}), ...(given ? { weights: given } : {}) });
     const config = parseUNetConfig(comp.config, comp.configPath);
     // Build a minimal graph once: every weight is looked up and shape-checked, and unused keys reported.
     const minimal = 2 ** (config.downBlockTypes.length - 1);
     buildUNetGraph(config, comp.weights, { batch: 1, height: minimal, width: minimal });
     comp.weights.assertAllUsed('UNet2DConditionModel');
-    const { variant: _v, ...engine } = options;
     return new UNet2DConditionModel(config, comp.weights, dir, engine);
   }
 

@@ -3,6 +3,7 @@
 import { performance } from 'node:perf_hooks';
 import { Worker } from 'node:worker_threads';
 import type { HostTensor } from '../graph/runner.js';
+import type { EngineOptions } from '../graph/session.js';
 import { type DistriConfig, isSyncStep, type RankLayout, rankLayout } from './config.js';
 import { type Band, type PatchGeometry, patchGeometry } from './geometry.js';
 import { createPatchHooks, type ExchangePoint, ExchangeRegistry } from './patch-hooks.js';
@@ -28,6 +29,8 @@ export interface RankPoolOptions {
   latentHeight: number;
   latentWidth: number;
   fault?: FaultInjection;
+  /** Engine settings for every rank (threads and device come from the config). */
+  engine?: Omit<EngineOptions, 'threads' | 'device'>;
 }
 
 export interface StepStats {
@@ -225,7 +228,7 @@ export class RankPool {
         member,
         members: this.layout.groupSize,
         program: this.o.program,
-        engine: { threads: c.threadsPerRank, device: c.devices[rank]! },
+        engine: { ...this.o.engine, threads: c.threadsPerRank, device: c.devices[rank]! },
         job,
         ...(buffers.length > 0
           ? {

@@ -4,6 +4,7 @@ import { performance } from 'node:perf_hooks';
 import { parentPort, workerData } from 'node:worker_threads';
 import type { GraphBuilder } from '../graph/builder.js';
 import { CompiledGraph, type HostTensor } from '../graph/runner.js';
+import type { EngineOptions } from '../graph/session.js';
 import type { SyncMode } from './config.js';
 import type { PatchGeometry } from './geometry.js';
 import { PatchAssembler } from './patch-assembly.js';
@@ -40,7 +41,7 @@ export interface RankWorkerData {
   member: number;
   members: number;
   program: RankProgramRef;
-  engine: { threads: number; device: string };
+  engine: EngineOptions;
   job: PatchJob | NaiveJob;
   exchange?: { buffers: ExchangeBuffers; points: ExchangePoint[]; firstRank: number };
   abort: SharedArrayBuffer;
@@ -102,7 +103,7 @@ interface Compiled {
 async function compile(): Promise<Compiled> {
   const program = await loadRankProgram(d.program);
   const graphs = new Map<string, CompiledGraph>();
-  const engine = { threads: d.engine.threads, device: d.engine.device };
+  const engine = d.engine;
   const add = async (key: string, b: GraphBuilder) =>
     graphs.set(key, await CompiledGraph.fromBuilder(b, engine));
   const job = d.job;

@@ -4,13 +4,13 @@
 import { join } from 'node:path';
 import type { Tensor } from '../io/tensor.js';
 import { type DistriConfig, type DistriConfigInput, distriConfig } from '../parallel/config.js';
-import { RankPool, type StepStats } from '../parallel/rank-pool.js';
+import type { RankPool, StepStats } from '../parallel/rank-pool.js';
 import type { FaultInjection } from '../parallel/rank-worker.js';
 import type { UNetCall } from './denoise.js';
 import type { GenerateOptions, GenerateResult } from './generate-options.js';
 import { StableDiffusionPipeline } from './stable-diffusion.js';
 import { type PipelineOptions, StableDiffusionXLPipeline } from './stable-diffusion-xl.js';
-import { unetRankProgramModule } from './unet-rank-program.js';
+import { launchUNetPool, type UNetPool } from './unet-rank-program.js';
 
 type BasePipeline = StableDiffusionXLPipeline | StableDiffusionPipeline;
 
@@ -21,7 +21,7 @@ export interface DistriPipelineOptions extends PipelineOptions {
 
 abstract class DistriPipeline<P extends BasePipeline> {
   readonly config: DistriConfig;
-  private pool: RankPool | undefined;
+  private pool: UNetPool | undefined;
   private poolKey = '';
 
   protected constructor(
@@ -35,7 +35,7 @@ abstract class DistriPipeline<P extends BasePipeline> {
 
   /** Per-step timings and exchange figures of the last generate() (one entry per denoising step). */
   get stats(): readonly StepStats[] {
-    return this.pool?.stats ?? [];
+    return this.pool?.pool.stats ?? [];
   }
 
   private async poolFor(
@@ -45,23 +45,20 @@ abstract class DistriPipeline<P extends BasePipeline> {
     latentWidth: number,
   ): Promise<RankPool> {
     const key = `${batch}:${cfg}`;
-    if (this.pool && this.poolKey === key) return this.pool;
+    if (this.pool && this.poolKey === key) return this.pool.pool;
     await this.pool?.close();
     this.pool = undefined;
-    this.pool = await RankPool.launch({
+    this.pool = await launchUNetPool(this.base.components.unet, this.unetDir, {
       config: this.config,
-      program: {
-        module: unetRankProgramModule(),
-        args: { modelDir: this.unetDir, ...(this.options.variant ? { variant: this.options.variant } : {}) },
-      },
       classifierFreeGuidance: cfg,
       batch,
       latentHeight,
       latentWidth,
+      ...(this.options.variant ? { variant: this.options.variant } : {}),
       ...(this.options.fault ? { fault: this.options.fault } : {}),
     });
     this.poolKey = key;
-    return this.pool;
+    return this.pool.pool;
   }
 
   /**

@@ -1,16 +1,24 @@
 // The program each rank runs for a patch-parallel UNet: models/ and parallel/ meet here.
+import { type AlignedWeights, type AlignedWeightsIndex, alignWeights } from '../io/aligned-weights.js';
+import { WeightStore } from '../io/weights.js';
 import { UNet2DConditionModel } from '../models/unet-2d-condition.js';
 import type { RankProgram } from '../parallel/program.js';
+import { RankPool, type RankPoolOptions } from '../parallel/rank-pool.js';
 
 export interface UNetRankProgramArgs {
   modelDir: string;
   variant?: string;
   contextLength?: number;
+  /** A float32, page-aligned copy of the weights in shared memory, mapped by every rank's sessions. */
+  aligned?: AlignedWeightsIndex;
 }
 
 export async function createRankProgram(args: unknown): Promise<RankProgram> {
   const a = args as UNetRankProgramArgs;
-  const unet = await UNet2DConditionModel.fromPretrained(a.modelDir, a.variant ? { variant: a.variant } : {});
+  const unet = await UNet2DConditionModel.fromPretrained(a.modelDir, {
+    ...(a.variant ? { variant: a.variant } : {}),
+    ...(a.aligned ? { weightStore: WeightStore.fromIndex(a.aligned.source, a.aligned.entries) } : {}),
+  });
   return {
     levels: unet.config.downBlockTypes.length,
     spatialInput: 'sample',
@@ -32,4 +40,63 @@ export async function createRankProgram(args: unknown): Promise<RankProgram> {
 export function unetRankProgramModule(): string {
   const ext = import.meta.url.endsWith('.ts') ? 'ts' : 'js';
   return new URL(`./unet-rank-program.${ext}`, import.meta.url).href;
+}
+
+/** A rank pool running a UNet, and the shared weight copy it maps (released with it). */
+export interface UNetPool {
+  pool: RankPool;
+  aligned: AlignedWeights | undefined;
+  close(): Promise<void>;
+}
+
+/**
+ * Launches the ranks of a UNet. With several ranks on CPU, the weights are first copied once, as float32
+ * at page-aligned offsets, into shared memory: every session of every rank then maps that one copy
+ * (prepacking off) instead of holding its own, which is what makes SDXL fit on two ranks at all.
+ */
+export async function launchUNetPool(
+  unet: UNet2DConditionModel,
+  unetDir: string,
+  options: Omit<RankPoolOptions, 'program'> & { variant?: string; shareWeights?: boolean },
+): Promise<UNetPool> {
+  const { variant, shareWeights, ...poolOptions } = options;
+  const cpuOnly = poolOptions.config.devices.every((d) => d === 'cpu');
+  const share = shareWeights ?? (cpuOnly && poolOptions.config.ranks > 1);
+  const aligned = share ? await alignWeights(unet.weights) : undefined;
+  try {
+    const pool = await RankPool.launch({
+      ...poolOptions,
+      program: {
+        module: unetRankProgramModule(),
+        args: {
+          modelDir: unetDir,
+          ...(variant ? { variant } : {}),
+          ...(aligned ? { aligned: aligned.index } : {}),
+        } satisfies UNetRankProgramArgs,
+      },
+      // Prepacking and the 'all' level's NCHWc weight reordering would each give every session a private
+      // copy of its weights again; measured: 2 ranks of SD 1.5 at 256², PSS 5.2 GB shared vs 12.8 GB.
+      ...(aligned
+        ? {
+            engine: {
+              optimization: 'extended' as const,
+              ...poolOptions.engine,
+              prepacking: false,
+              weights: 'mmap' as const,
+            },
+          }
+        : {}),
+    });
+    return {
+      pool,
+      aligned,
+      close: async () => {
+        await pool.close();
+        await aligned?.dispose();
+      },
+    };
+  } catch (e) {
+    await aligned?.dispose();
+    throw e;
+  }
 }
