@@ -34,6 +34,7 @@ export interface PatchBenchOptions {
   warmupSteps: number;
   prime: boolean;
   timeoutMs: number;
+  shareWeights: PatchRowSpec['shareWeights'];
   weights: WeightOptions;
   isolate?: boolean;
 }
@@ -139,6 +140,7 @@ export async function runPatchBench(o: PatchBenchOptions, progress: Progress): P
       warmupSteps: o.warmupSteps,
       prime: o.prime,
       timeoutMs: o.timeoutMs,
+      shareWeights: o.shareWeights,
     };
     const flops = await flopsPerStep(model.dir, base.batch, height, width);
     const rows: PatchBenchRow[] = [];
@@ -190,6 +192,7 @@ export function patchTable(report: PatchBenchReport): string {
   return renderTable(
     [
       { header: 'ranks x threads', align: 'left' },
+      { header: 'weights', align: 'left' },
       { header: 'warmup ms' },
       { header: 'async ms' },
       { header: 'vs 1x1' },
@@ -206,6 +209,7 @@ export function patchTable(report: PatchBenchReport): string {
       const res = r.result;
       return [
         r.key,
+        res ? (res.sharedWeights ? 'shared' : 'own') : '-',
         fmt(res?.warmup.ms),
         fmt(res?.async.ms),
         x(r.speedup),

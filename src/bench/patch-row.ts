@@ -1,12 +1,10 @@
 // One row of `bench patch`: a RankPool running the UNet rank program for a few denoising steps at one
 // split (ranks × threads, parallelism, sync mode), with per-step timing and exchange figures from pool.stats.
-import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { readJson } from '../io/diffusers-folder.js';
-import { parseUNetConfig } from '../models/unet-config.js';
+import { UNet2DConditionModel } from '../models/unet-2d-condition.js';
 import { distriConfig, type Parallelism, type SyncMode } from '../parallel/config.js';
-import { RankPool, type StepStats } from '../parallel/rank-pool.js';
-import { unetRankProgramModule } from '../pipelines/unet-rank-program.js';
+import type { StepStats } from '../parallel/rank-pool.js';
+import { launchUNetPool } from '../pipelines/unet-rank-program.js';
 import { latentSize, unetFeeds } from './bench-inputs.js';
 import { median, peakRssBytes } from './table.js';
 import type { Progress } from './unet-row.js';
@@ -29,6 +27,11 @@ export interface PatchRowSpec {
   /** Run each compiled graph once before the timed steps (first runs are slower). */
   prime: boolean;
   timeoutMs: number;
+  /**
+   * Ranks map one shared float32 copy of the weights (prepacking off, 'extended' level): 'auto' does so
+   * for several CPU ranks, as the pipelines do.
+   */
+  shareWeights: 'auto' | 'on' | 'off';
 }
 
 export type StepPhase = 'warmup' | 'async';
@@ -69,6 +72,8 @@ export interface PatchRowResult {
   batch: number;
   warmupSteps: number;
   primed: boolean;
+  /** Whether the ranks mapped one shared weight copy. */
+  sharedWeights: boolean;
   exchangePoints: number;
   /** RankPool.launch: worker start, model load and graph compilation on every rank. */
   launchMs: number;
@@ -92,8 +97,7 @@ function summarise(records: readonly StepRecord[]): PhaseSummary {
 }
 
 export async function runPatchRow(s: PatchRowSpec, progress: Progress = () => {}): Promise<PatchRowResult> {
-  const configPath = join(s.modelDir, 'config.json');
-  const unetConfig = parseUNetConfig(await readJson(configPath), configPath);
+  const unet = await UNet2DConditionModel.fromPretrained(s.modelDir);
   const [h, w] = latentSize(s.height, s.width);
   const config = distriConfig({
     height: s.height,
@@ -107,20 +111,21 @@ export async function runPatchRow(s: PatchRowSpec, progress: Progress = () => {}
     timeoutMs: s.timeoutMs,
   });
   const t0 = performance.now();
-  const pool = await RankPool.launch({
+  const launched = await launchUNetPool(unet, s.modelDir, {
     config,
-    program: { module: unetRankProgramModule(), args: { modelDir: s.modelDir } },
     classifierFreeGuidance: true,
     batch: s.batch,
     latentHeight: h,
     latentWidth: w,
+    ...(s.shareWeights === 'auto' ? {} : { shareWeights: s.shareWeights === 'on' }),
   });
+  const pool = launched.pool;
   const launchMs = performance.now() - t0;
   progress(
     `launched in ${(launchMs / 1000).toFixed(1)} s (${pool.points.length} exchange points), RSS ${(process.memoryUsage.rss() / 2 ** 30).toFixed(2)} GiB`,
   );
   try {
-    const feeds = unetFeeds(unetConfig, { batch: s.batch, height: s.height, width: s.width });
+    const feeds = unetFeeds(unet.config, { batch: s.batch, height: s.height, width: s.width });
     const timestep = feeds.timestep!.data as Float32Array;
     const run = async (step: number) => {
       timestep.fill(999 - Math.floor((step * 1000) / s.steps));
@@ -162,6 +167,7 @@ export async function runPatchRow(s: PatchRowSpec, progress: Progress = () => {}
       batch: s.batch,
       warmupSteps: s.warmupSteps,
       primed: s.prime,
+      sharedWeights: launched.aligned !== undefined,
       exchangePoints: pool.points.length,
       launchMs,
       warmup: summarise(records.filter((r) => r.phase === 'warmup')),
@@ -170,6 +176,7 @@ export async function runPatchRow(s: PatchRowSpec, progress: Progress = () => {}
       peakRssBytes: peakRssBytes(),
     };
   } finally {
-    await pool.close();
+    await launched.close();
+    await unet.dispose();
   }
 }

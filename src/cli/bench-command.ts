@@ -41,6 +41,7 @@ interface PatchFlags extends CommonFlags {
   warmupSteps: string;
   prime: boolean;
   timeoutMs: string;
+  shareWeights: string;
 }
 
 function int(flag: string, value: string | undefined, min = 1): number | undefined {
@@ -162,6 +163,11 @@ export function registerBenchCommand(program: Command, io: BenchIO = STDIO): voi
       .option('--steps <n>', 'timed denoising steps per configuration', '4')
       .option('--warmup-steps <n>', 'synchronous steps before the async ones (warmup + 1 of them)', '1')
       .option('--no-prime', 'do not run each graph once before timing')
+      .option(
+        '--share-weights <mode>',
+        'ranks map one shared float32 weight copy (prepacking off): auto (several CPU ranks), on or off',
+        'auto',
+      )
       .option('--timeout-ms <ms>', 'longest wait for a rank', '1800000'),
   ).action(async (f: PatchFlags) => {
     const progress = progressTo(io);
@@ -184,6 +190,7 @@ export function registerBenchCommand(program: Command, io: BenchIO = STDIO): voi
         warmupSteps: int('--warmup-steps', f.warmupSteps, 0)!,
         prime: f.prime,
         timeoutMs: int('--timeout-ms', f.timeoutMs)!,
+        shareWeights: parseNameList('--share-weights', f.shareWeights, ['auto', 'on', 'off'] as const)[0]!,
         weights: weightOptions(f),
         isolate: f.isolate,
       },
