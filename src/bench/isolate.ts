@@ -20,15 +20,20 @@ export interface RowOutcome<R> {
   error?: string;
   /** The child's maxRSS at the end, or the highest VmHWM seen while it ran (when it died). */
   peakRssBytes: number;
+  /**
+   * The highest proportional set size sampled once a second (0 where /proc is absent). Unlike RSS it counts
+   * a page once however many sessions map it: what shared weight copies really cost.
+   */
+  peakPssBytes: number;
 }
 
 // Under tsx (development, tests) the child runs the .ts source and needs the tsx loader.
 const fromSource = import.meta.url.endsWith('.ts');
 
-/** VmHWM (peak resident set) of a live process from /proc, in bytes; 0 where /proc is absent. */
-function highWaterMark(pid: number): number {
+/** A `Name: N kB` field of a /proc file, in bytes; 0 where it cannot be read. */
+function procField(path: string, field: string): number {
   try {
-    const m = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+    const m = new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(readFileSync(path, 'utf8'));
     return m ? Number(m[1]) * 1024 : 0;
   } catch {
     return 0;
@@ -45,9 +50,13 @@ export function runIsolated<T extends RowTask>(
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
   });
   let peak = 0;
+  let peakPss = 0;
+  // smaps_rollup walks the page tables: once a second keeps its cost out of the measurement.
   const poll = setInterval(() => {
-    if (child.pid) peak = Math.max(peak, highWaterMark(child.pid));
-  }, 500);
+    if (!child.pid) return;
+    peak = Math.max(peak, procField(`/proc/${child.pid}/status`, 'VmHWM'));
+    peakPss = Math.max(peakPss, procField(`/proc/${child.pid}/smaps_rollup`, 'Pss'));
+  }, 1000);
   return new Promise((resolve) => {
     let settled = false;
     const finish = (o: RowOutcome<RowResultOf<T>>): void => {
@@ -58,18 +67,23 @@ export function runIsolated<T extends RowTask>(
     };
     child.on('message', (m: ChildMessage) => {
       if (m.type === 'progress') progress(m.message);
-      else if (m.type === 'result')
-        finish({ result: m.result as RowResultOf<T>, peakRssBytes: m.peakRssBytes });
-      else finish({ error: m.message, peakRssBytes: Math.max(peak, m.peakRssBytes) });
+      else if (m.type === 'result') {
+        finish({ result: m.result as RowResultOf<T>, peakRssBytes: m.peakRssBytes, peakPssBytes: peakPss });
+      } else
+        finish({ error: m.message, peakRssBytes: Math.max(peak, m.peakRssBytes), peakPssBytes: peakPss });
     });
-    child.on('error', (e) => finish({ error: `row process: ${e.message}`, peakRssBytes: peak }));
+    child.on('error', (e) =>
+      finish({ error: `row process: ${e.message}`, peakRssBytes: peak, peakPssBytes: peakPss }),
+    );
     child.on('exit', (code, signal) => {
       const why = signal
         ? `was killed by ${signal}${signal === 'SIGKILL' ? ' (out of memory?)' : ''}`
         : `exited with code ${code}`;
+      const seen = `highest RSS seen ${(peak / 2 ** 30).toFixed(2)} GiB, PSS ${(peakPss / 2 ** 30).toFixed(2)} GiB`;
       finish({
-        error: `row process ${why} before reporting; highest RSS seen ${(peak / 2 ** 30).toFixed(2)} GiB`,
+        error: `row process ${why} before reporting; ${seen}`,
         peakRssBytes: peak,
+        peakPssBytes: peakPss,
       });
     });
     child.send(task);
@@ -90,8 +104,12 @@ export async function runRow<T extends RowTask>(
     const result = (
       task.kind === 'unet' ? await runUnetRow(task.spec, progress) : await runPatchRow(task.spec, progress)
     ) as RowResultOf<T>;
-    return { result, peakRssBytes: result.peakRssBytes };
+    return { result, peakRssBytes: result.peakRssBytes, peakPssBytes: 0 };
   } catch (e) {
-    return { error: (e as Error).message, peakRssBytes: process.resourceUsage().maxRSS * 1024 };
+    return {
+      error: (e as Error).message,
+      peakRssBytes: process.resourceUsage().maxRSS * 1024,
+      peakPssBytes: 0,
+    };
   }
 }

@@ -45,6 +45,8 @@ export interface PatchBenchRow {
   ok: boolean;
   error?: string;
   peakRssBytes: number;
+  /** Sampled once a second from /proc (isolated rows only; 0 otherwise). */
+  peakPssBytes: number;
   /** Async-step speedup over 1 rank × 1 thread, and over 1 rank × (ranks · threads). */
   speedup?: number;
   speedupOverThreads?: number;
@@ -156,6 +158,7 @@ export async function runPatchBench(o: PatchBenchOptions, progress: Progress): P
         ok: outcome.result !== undefined,
         ...(outcome.error ? { error: outcome.error } : {}),
         peakRssBytes: outcome.peakRssBytes,
+        peakPssBytes: outcome.peakPssBytes,
         spec,
         ...(outcome.result ? { result: outcome.result, gflops: flops / outcome.result.async.ms / 1e6 } : {}),
       });
@@ -202,6 +205,7 @@ export function patchTable(report: PatchBenchReport): string {
       { header: 'wait ms (warmup/async)' },
       { header: 'copy ms (warmup/async)' },
       { header: 'peak RSS' },
+      { header: 'peak PSS' },
       { header: 'launch s' },
       { header: 'status', align: 'left' },
     ],
@@ -219,6 +223,7 @@ export function patchTable(report: PatchBenchReport): string {
         res ? `${fmt(res.warmup.waitMs, 1)} / ${fmt(res.async.waitMs, 1)}` : '-',
         res ? `${fmt(res.warmup.copyMs, 1)} / ${fmt(res.async.copyMs, 1)}` : '-',
         fmtBytes(r.peakRssBytes),
+        r.peakPssBytes > 0 ? fmtBytes(r.peakPssBytes) : '-',
         fmt(res && res.launchMs / 1000, 1),
         r.ok ? 'ok' : `failed: ${r.error}`,
       ];

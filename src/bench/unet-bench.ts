@@ -26,6 +26,8 @@ export interface UnetBenchOptions {
   prepacking?: boolean;
   /** EngineOptions.weights (default 'mmap'). */
   weightLoading?: 'mmap' | 'memory';
+  /** ORT graph optimisation level (default 'all'). */
+  optimization?: UnetRowSpec['optimization'];
 }
 
 export interface UnetBenchRow {
@@ -37,6 +39,8 @@ export interface UnetBenchRow {
   ok: boolean;
   error?: string;
   peakRssBytes: number;
+  /** Sampled once a second from /proc (isolated rows only; 0 otherwise). */
+  peakPssBytes: number;
   result?: UnetRowResult;
 }
 
@@ -66,18 +70,28 @@ export async function runUnetBench(o: UnetBenchOptions, progress: Progress): Pro
           convReference: o.convReference ?? true,
           prepacking: o.prepacking ?? true,
           weights: o.weightLoading ?? 'mmap',
+          optimization: o.optimization ?? 'all',
         };
         const label = `${row.model} ${row.height}x${row.width} batch ${row.batch}, ${threads} thread(s)`;
         const log = (m: string) => progress(`${label}: ${m}`);
         log('starting');
         const outcome = await runRow({ kind: 'unet', spec: row }, o.isolate ?? true, log);
         if (outcome.error) log(`FAILED: ${outcome.error}`);
-        const { modelDir: _dir, repeats: _r, convReference: _c, prepacking: _p, weights: _w, ...key } = row;
+        const {
+          modelDir: _dir,
+          repeats: _r,
+          convReference: _c,
+          prepacking: _p,
+          weights: _w,
+          optimization: _o,
+          ...key
+        } = row;
         rows.push({
           ...key,
           ok: outcome.result !== undefined,
           ...(outcome.error ? { error: outcome.error } : {}),
           peakRssBytes: outcome.peakRssBytes,
+          peakPssBytes: outcome.peakPssBytes,
           ...(outcome.result ? { result: outcome.result } : {}),
         });
       }
@@ -109,6 +123,7 @@ export function unetTable(report: UnetBenchReport): string {
       { header: 'UNet/conv' },
       { header: 'compile s' },
       { header: 'peak RSS' },
+      { header: 'peak PSS' },
       { header: 'status', align: 'left' },
     ],
     report.rows.map((r) => {
@@ -125,6 +140,7 @@ export function unetTable(report: UnetBenchReport): string {
         x?.ratioToConv === undefined ? '-' : `${(100 * x.ratioToConv).toFixed(0)}%`,
         fmt(x && x.unet.compileMs / 1000, 1),
         fmtBytes(r.peakRssBytes),
+        r.peakPssBytes > 0 ? fmtBytes(r.peakPssBytes) : '-',
         r.ok ? 'ok' : `failed: ${r.error}`,
       ];
     }),

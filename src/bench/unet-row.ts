@@ -25,6 +25,7 @@ export interface UnetRowSpec {
   prepacking: boolean;
   /** How ORT gets the weights (EngineOptions.weights). */
   weights: 'mmap' | 'memory';
+  optimization: NonNullable<EngineOptions['optimization']>;
 }
 
 export interface TimedRuns {
@@ -43,6 +44,7 @@ export interface UnetRowResult {
   width: number;
   threads: number;
   prepacking: boolean;
+  optimization: string;
   /** How the UNet session actually got its weights ('mmap' falls back to 'memory' where it cannot link). */
   weightLoading: 'mmap' | 'memory';
   weightBytes: number;
@@ -113,6 +115,7 @@ export async function runUnetRow(s: UnetRowSpec, progress: Progress = () => {}):
   const engine: EngineOptions = {
     threads: s.threads,
     weights: s.weights,
+    optimization: s.optimization,
     ...(s.prepacking ? {} : { prepacking: false }),
   };
   const conv = s.convReference ? await convReference(engine, Math.max(s.repeats, 3), progress) : undefined;
@@ -147,6 +150,7 @@ export async function runUnetRow(s: UnetRowSpec, progress: Progress = () => {}):
       width: s.width,
       threads: s.threads,
       prepacking: s.prepacking,
+      optimization: s.optimization,
       weightLoading,
       weightBytes: builder.weightBytes(),
       weightDtype: [...dtypes].join('+'),

@@ -8,6 +8,8 @@ import { parseIntList, parseNameList } from '../bench/table.js';
 import { runUnetBench, unetTable } from '../bench/unet-bench.js';
 import { PARALLELISMS, SYNC_MODES } from '../parallel/config.js';
 
+const OPTIMIZATION_LEVELS = ['disabled', 'basic', 'extended', 'all'] as const;
+
 interface CommonFlags {
   dtype: string;
   seed: string;
@@ -26,6 +28,7 @@ interface UnetFlags extends CommonFlags {
   convReference: boolean;
   prepacking: boolean;
   weightLoading: string;
+  optimization: string;
 }
 
 interface PatchFlags extends CommonFlags {
@@ -120,6 +123,7 @@ export function registerBenchCommand(program: Command, io: BenchIO = STDIO): voi
       .option('--batch <n>', 'UNet batch (default: 2 for sd15, 1 for sdxl and configs)')
       .option('--no-conv-reference', 'skip the reference conv')
       .option('--no-prepacking', 'disable ORT weight prepacking')
+      .option('--optimization <level>', `ORT graph optimisation: ${OPTIMIZATION_LEVELS.join(', ')}`, 'all')
       .option(
         '--weight-loading <mode>',
         'mmap (sessions map the safetensors file) or memory (buffers ORT copies)',
@@ -139,6 +143,7 @@ export function registerBenchCommand(program: Command, io: BenchIO = STDIO): voi
         isolate: f.isolate,
         convReference: f.convReference,
         prepacking: f.prepacking,
+        optimization: parseNameList('--optimization', f.optimization, OPTIMIZATION_LEVELS)[0]!,
         weightLoading: parseNameList('--weight-loading', f.weightLoading, ['mmap', 'memory'] as const)[0]!,
       },
       progress,
