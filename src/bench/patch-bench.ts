@@ -35,6 +35,8 @@ export interface PatchBenchOptions {
   prime: boolean;
   timeoutMs: number;
   shareWeights: PatchRowSpec['shareWeights'];
+  /** Also run 1 rank × 1 thread and 1 rank × (max ranks · threads) to compare with (default true). */
+  baselines?: boolean;
   weights: WeightOptions;
   isolate?: boolean;
 }
@@ -102,8 +104,10 @@ function planRows(
   };
   const mode = o.modes[0]!;
   const beat = Math.max(...o.ranks) * o.threadsPerRank;
-  add('baseline', 1, 1, 'patch', mode, false);
-  if (beat > 1) add('to-beat', 1, beat, 'patch', mode, false);
+  if (o.baselines !== false) {
+    add('baseline', 1, 1, 'patch', mode, false);
+    if (beat > 1) add('to-beat', 1, beat, 'patch', mode, false);
+  }
   for (const ranks of o.ranks) {
     for (const parallelism of o.parallelism) {
       for (const m of parallelism === 'patch' ? o.modes : [mode]) {

@@ -45,6 +45,7 @@ interface PatchFlags extends CommonFlags {
   prime: boolean;
   timeoutMs: string;
   shareWeights: string;
+  baselines: boolean;
 }
 
 function int(flag: string, value: string | undefined, min = 1): number | undefined {
@@ -168,6 +169,7 @@ export function registerBenchCommand(program: Command, io: BenchIO = STDIO): voi
       .option('--steps <n>', 'timed denoising steps per configuration', '4')
       .option('--warmup-steps <n>', 'synchronous steps before the async ones (warmup + 1 of them)', '1')
       .option('--no-prime', 'do not run each graph once before timing')
+      .option('--no-baselines', 'skip the 1 rank × 1 thread and 1 rank × N threads rows (no speedups then)')
       .option(
         '--share-weights <mode>',
         'ranks map one shared float32 weight copy (prepacking off): auto (several CPU ranks), on or off',
@@ -195,6 +197,7 @@ export function registerBenchCommand(program: Command, io: BenchIO = STDIO): voi
         warmupSteps: int('--warmup-steps', f.warmupSteps, 0)!,
         prime: f.prime,
         timeoutMs: int('--timeout-ms', f.timeoutMs)!,
+        baselines: f.baselines,
         shareWeights: parseNameList('--share-weights', f.shareWeights, ['auto', 'on', 'off'] as const)[0]!,
         weights: weightOptions(f),
         isolate: f.isolate,
