@@ -1,7 +1,7 @@
 import type { SymTensor } from '../builder.js';
 import { attr } from '../onnx-model.js';
 import { expectRank, fail, fmt } from './common.js';
-import { add, div, mul, sqrt, sub } from './elementwise.js';
+import { add, div, mul, sub } from './elementwise.js';
 import { concat, reduceMean, reshape, slice } from './shape.js';
 
 function checkAffine(op: string, x: SymTensor, c: number, weight: SymTensor, bias: SymTensor): void {
@@ -51,7 +51,18 @@ export function groupMoments(x: SymTensor, groups: number): SymTensor {
   checkGroups(x, groups);
   const [n] = x.shape as [number];
   const grouped = reshape(x, [n, groups, -1]);
-  return concat([reduceMean(grouped, [2]), reduceMean(mul(grouped, grouped), [2])], 2);
+  const count = grouped.dim(2);
+  // ReduceSumSquare reads x once instead of materialising x².
+  const sumSq = grouped.graph.node(
+    'ReduceSumSquare',
+    [grouped],
+    [{ dtype: 'float32', shape: [n, groups, 1] }],
+    {
+      axes: attr.ints([2]),
+      keepdims: attr.int(1),
+    },
+  )[0]!;
+  return concat([reduceMean(grouped, [2]), div(sumSq, count)], 2);
 }
 
 /** (E[x], E[x²]) → (mean, biased variance). */
@@ -76,13 +87,27 @@ export function groupNormWithStats(
   if (stats.rank !== 3 || stats.dim(0) !== n || stats.dim(1) !== groups || stats.dim(2) !== 2) {
     fail('GroupNorm', x, `stats must be [${n}, ${groups}, 2], got ${fmt(stats.shape)}`);
   }
+  const [, , h, w] = x.shape as [number, number, number, number];
+  const g = x.graph;
+  // One pass: BatchNormalization over [1, N·C, H, W] with the per-(n, c) statistics as its running stats.
   const perGroup = c / groups;
-  const mean = slice(stats, 2, 0, 1); // [N, G, 1]
-  const std = sqrt(add(slice(stats, 2, 1, 2), eps));
-  const scale = reshape(div(reshape(weight, [1, groups, perGroup]), std), [n, c, 1, 1]);
-  const spread = x.graph.constFloat(new Array(perGroup).fill(1), [1, 1, perGroup]);
-  const meanPerChannel = reshape(mul(mean, spread), [n, c, 1, 1]);
-  return add(mul(sub(x, meanPerChannel), scale), reshape(bias, [c, 1, 1]));
+  const spread = g.constFloat(new Array(perGroup).fill(1), [1, 1, perGroup]);
+  const perChannel = (t: SymTensor) => reshape(mul(t, spread), [n * c]);
+  const batch = g.constFloat(new Array(n).fill(1), [n, 1]);
+  const tiled = (t: SymTensor) => reshape(mul(reshape(t, [1, c]), batch), [n * c]);
+  const y = g.node(
+    'BatchNormalization',
+    [
+      reshape(x, [1, n * c, h, w]),
+      tiled(weight),
+      tiled(bias),
+      perChannel(slice(stats, 2, 0, 1)),
+      perChannel(slice(stats, 2, 1, 2)),
+    ],
+    [{ dtype: 'float32', shape: [1, n * c, h, w] }],
+    { epsilon: attr.float(eps) },
+  )[0]!;
+  return reshape(y, [n, c, h, w]);
 }
 
 /** torch.nn.LayerNorm over the last axis. */
