@@ -10,7 +10,9 @@ import { repoRoot } from './helpers/fixtures.js';
 
 const built = existsSync(join(repoRoot, 'dist', 'index.js'));
 
-test('the built package exports the public API', { skip: built ? false : 'dist/ not built (run npm run build)' }, async () => {
+test('the built package exports the public API', {
+  skip: built ? false : 'dist/ not built (run npm run build)',
+}, async () => {
   const script = `
     const m = await import('distrifusion');
     const names = ['Tensor', 'readSafetensors', 'writeSafetensors', 'UNet2DConditionModel', 'AutoencoderKL',
@@ -20,7 +22,9 @@ test('the built package exports the public API', { skip: built ? false : 'dist/ 
     const tok = m.CLIPTokenizer.default();
     console.log(JSON.stringify({ missing, ids: tok.encode('a red fox', { padding: false }) }));
   `;
-  const { stdout } = await promisify(execFile)(process.execPath, ['--input-type=module', '-e', script], { cwd: repoRoot });
+  const { stdout } = await promisify(execFile)(process.execPath, ['--input-type=module', '-e', script], {
+    cwd: repoRoot,
+  });
   const r = JSON.parse(stdout) as { missing: string[]; ids: number[] };
   assert.deepEqual(r.missing, []);
   assert.deepEqual(r.ids, [49406, 320, 736, 3240, 49407]);

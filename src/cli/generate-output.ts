@@ -1,7 +1,8 @@
 // What `distrifusion generate` writes: file names for several images, and the generation parameters in
 // the text AUTOMATIC1111's web UI writes into its PNGs (other tools read that format back).
-import type { DistriArgs } from './generate-args.js';
+
 import type { SchedulerName } from '../schedulers/scheduler.js';
+import type { DistriArgs } from './generate-args.js';
 
 /** `out.png` for one image; `out-0.png`, `out-1.png`, … for several. */
 export function outputPaths(out: string, count: number): string[] {

@@ -198,7 +198,10 @@ export class UNet2DConditionModel {
 
   static async fromPretrained(dir: string, options: ModelOptions = {}): Promise<UNet2DConditionModel> {
     const { variant, weightStore: given, ...engine } = options;
-    const comp = await loadComponent(dir, { ...(variant ? { variant } : {}), ...(given ? { weights: given } : {}) });
+    const comp = await loadComponent(dir, {
+      ...(variant ? { variant } : {}),
+      ...(given ? { weights: given } : {}),
+    });
     const config = parseUNetConfig(comp.config, comp.configPath);
     // Build a minimal graph once: every weight is looked up and shape-checked, and unused keys reported.
     const minimal = 2 ** (config.downBlockTypes.length - 1);
