@@ -220,3 +220,25 @@ test('DistriSDPipeline: an SD 1.5-layout UNet (4 levels) split in 2 and 3 bands,
   }
   await sd.dispose();
 });
+
+test('naive patches by columns and alternating rows/columns run, and one column band equals one device', {
+  skip: skipWithoutFixtures,
+}, async () => {
+  const o = options(128, 96, 3);
+  const ref = await single(o);
+  for (const splitScheme of ['col', 'alternate'] as const) {
+    const [a, b] = await distributed(
+      { ranks: 2, splitBatch: false, parallelism: 'naive_patch', splitScheme, height: 128, width: 96 },
+      [o, o],
+    );
+    const e = rel(a!.latents.data, ref.latents.data);
+    assert.ok(Number.isFinite(e) && e > 1e-3, `${splitScheme}: error ${e} (seams are expected)`);
+    assert.deepEqual(a!.latents.data, b!.latents.data);
+  }
+  // With CFG split over 2 ranks each group has one band: naive patches are then exact.
+  const [one] = await distributed(
+    { ranks: 2, splitBatch: true, parallelism: 'naive_patch', splitScheme: 'col', height: 128, width: 96 },
+    [o],
+  );
+  assert.ok(rel(one!.latents.data, ref.latents.data) < 1e-5);
+});
