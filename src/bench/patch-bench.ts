@@ -35,7 +35,6 @@ export interface PatchBenchOptions {
   prime: boolean;
   timeoutMs: number;
   shareWeights: PatchRowSpec['shareWeights'];
-  hotOptimization?: PatchRowSpec['hotOptimization'];
   /** Also run 1 rank × 1 thread and 1 rank × (max ranks · threads) to compare with (default true). */
   baselines?: boolean;
   weights: WeightOptions;
@@ -148,7 +147,6 @@ export async function runPatchBench(o: PatchBenchOptions, progress: Progress): P
       prime: o.prime,
       timeoutMs: o.timeoutMs,
       shareWeights: o.shareWeights,
-      ...(o.hotOptimization ? { hotOptimization: o.hotOptimization } : {}),
     };
     const flops = await flopsPerStep(model.dir, base.batch, height, width);
     const rows: PatchBenchRow[] = [];

@@ -33,8 +33,6 @@ export interface PatchRowSpec {
    * for several CPU ranks, as the pipelines do.
    */
   shareWeights: 'auto' | 'on' | 'off';
-  /** Optimisation level of the graphs every step runs, with shared weights (the pipelines use 'all'). */
-  hotOptimization?: 'extended' | 'all';
 }
 
 export type StepPhase = 'warmup' | 'async';
@@ -129,7 +127,6 @@ export async function runPatchRow(
     latentHeight: h,
     latentWidth: w,
     ...(s.shareWeights === 'auto' ? {} : { shareWeights: s.shareWeights === 'on' }),
-    ...(s.hotOptimization ? { hotOptimization: s.hotOptimization } : {}),
   });
   const pool = launched.pool;
   if (launched.aligned) onSharedCopy(dirname(launched.aligned.index.file));

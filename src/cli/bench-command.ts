@@ -45,7 +45,6 @@ interface PatchFlags extends CommonFlags {
   prime: boolean;
   timeoutMs: string;
   shareWeights: string;
-  hotOptimization: string;
   baselines: boolean;
 }
 
@@ -176,11 +175,6 @@ export function registerBenchCommand(program: Command, io: BenchIO = STDIO): voi
         'ranks map one shared float32 weight copy (prepacking off): auto (several CPU ranks), on or off',
         'auto',
       )
-      .option(
-        '--hot-optimization <level>',
-        'with shared weights, ORT level of the graph every async step runs: extended or all',
-        'all',
-      )
       .option('--timeout-ms <ms>', 'longest wait for a rank', '1800000'),
   ).action(async (f: PatchFlags) => {
     const progress = progressTo(io);
@@ -205,10 +199,6 @@ export function registerBenchCommand(program: Command, io: BenchIO = STDIO): voi
         timeoutMs: int('--timeout-ms', f.timeoutMs)!,
         baselines: f.baselines,
         shareWeights: parseNameList('--share-weights', f.shareWeights, ['auto', 'on', 'off'] as const)[0]!,
-        hotOptimization: parseNameList('--hot-optimization', f.hotOptimization, [
-          'extended',
-          'all',
-        ] as const)[0]!,
         weights: weightOptions(f),
         isolate: f.isolate,
       },

@@ -31,8 +31,6 @@ export interface RankPoolOptions {
   fault?: FaultInjection;
   /** Engine settings for every rank (threads and device come from the config). */
   engine?: Omit<EngineOptions, 'threads' | 'device'>;
-  /** Optimisation level of the graphs every step runs (the async and naive graphs). */
-  hotOptimization?: EngineOptions['optimization'];
 }
 
 export interface StepStats {
@@ -231,7 +229,6 @@ export class RankPool {
         members: this.layout.groupSize,
         program: this.o.program,
         engine: { ...this.o.engine, threads: c.threadsPerRank, device: c.devices[rank]! },
-        ...(this.o.hotOptimization ? { hotOptimization: this.o.hotOptimization } : {}),
         job,
         ...(buffers.length > 0
           ? {

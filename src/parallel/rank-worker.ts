@@ -42,8 +42,6 @@ export interface RankWorkerData {
   members: number;
   program: RankProgramRef;
   engine: EngineOptions;
-  /** Optimisation level of the graphs run at every step (async, naive), when it differs from `engine`'s. */
-  hotOptimization?: EngineOptions['optimization'];
   job: PatchJob | NaiveJob;
   exchange?: { buffers: ExchangeBuffers; points: ExchangePoint[]; firstRank: number };
   abort: SharedArrayBuffer;
@@ -105,9 +103,9 @@ interface Compiled {
 async function compile(): Promise<Compiled> {
   const program = await loadRankProgram(d.program);
   const graphs = new Map<string, CompiledGraph>();
-  const hot = { ...d.engine, ...(d.hotOptimization ? { optimization: d.hotOptimization } : {}) };
+  const engine = d.engine;
   const add = async (key: string, b: GraphBuilder) =>
-    graphs.set(key, await CompiledGraph.fromBuilder(b, key === 'sync' ? d.engine : hot));
+    graphs.set(key, await CompiledGraph.fromBuilder(b, engine));
   const job = d.job;
   if (job.kind === 'naive') {
     for (const [i, s] of job.shapes.entries()) {
