@@ -10,17 +10,10 @@ export interface AttentionSpec {
   qkvBias: boolean;
 }
 
-function projection(b: GraphBuilder, name: string, inFeatures: number, outFeatures: number, bias: boolean) {
-  return b.scope(name, () => ({
-    w: b.param('weight', [outFeatures, inFeatures]),
-    b: bias ? b.param('bias', [outFeatures]) : null,
-  }));
-}
-
 /**
  * An Attention module (at the current module path) over tokens [B, S, C]. With no `context` it is
- * self-attention: K and V come from one fused projection and pass through the selfAttentionKV hook
- * (DistriFusion swaps in the whole image's K/V).
+ * self-attention: K and V pass through the selfAttentionKV hook (DistriFusion swaps in the whole
+ * image's K/V).
  */
 export function attention(
   b: GraphBuilder,
@@ -31,19 +24,16 @@ export function attention(
   const c = x.dim(-1);
   const inner = c;
   const q = linear(b, 'to_q', x, inner, spec.qkvBias);
-  let k: SymTensor;
-  let v: SymTensor;
-  if (context) {
-    k = linear(b, 'to_k', context, inner, spec.qkvBias);
-    v = linear(b, 'to_v', context, inner, spec.qkvBias);
-  } else {
-    const pk = projection(b, 'to_k', c, inner, spec.qkvBias);
-    const pv = projection(b, 'to_v', c, inner, spec.qkvBias);
-    const w = F.concat([pk.w, pv.w], 0);
-    const bias = pk.b && pv.b ? F.concat([pk.b, pv.b], 0) : null;
-    let kv = F.linear(x, w, bias);
-    kv = b.hooks.selfAttentionKV?.({ path: b.path, kv }) ?? kv;
-    [k, v] = F.split(kv, [inner, inner], -1) as [SymTensor, SymTensor];
+  const source = context ?? x;
+  let k = linear(b, 'to_k', source, inner, spec.qkvBias);
+  let v = linear(b, 'to_v', source, inner, spec.qkvBias);
+  const hook = context ? undefined : b.hooks.selfAttentionKV;
+  if (hook) {
+    // K and V travel as one tensor. Two projections, not one over concatenated weights: ORT folds such
+    // a Concat into a private weight copy in every session, where separate Gemms map the shared weights.
+    const kv = F.concat([k, v], -1);
+    const swapped = hook({ path: b.path, kv });
+    if (swapped) [k, v] = F.split(swapped, [inner, inner], -1) as [SymTensor, SymTensor];
   }
   const out = F.attention(q, k, v, spec.heads);
   // to_out.1 is dropout
