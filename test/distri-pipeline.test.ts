@@ -2,6 +2,7 @@
 // height, warmup over the whole run equals full_sync, async modes beat naive patches, runs are
 // bit-deterministic, and a failing rank ends the run with an error naming it.
 import assert from 'node:assert/strict';
+import { existsSync, readdirSync } from 'node:fs';
 import { after, before, test } from 'node:test';
 import type { Tensor } from '../src/io/tensor.js';
 import type { DistriConfigInput, SyncMode } from '../src/parallel/config.js';
@@ -241,4 +242,32 @@ test('naive patches by columns and alternating rows/columns run, and one column 
     [o],
   );
   assert.ok(rel(one!.latents.data, ref.latents.data) < 1e-5);
+});
+
+test('the shared weight copy loses its name once the ranks map it, so a killed run leaks no memory', {
+  skip: skipWithoutFixtures || (!existsSync('/dev/shm') && 'no /dev/shm'),
+}, async () => {
+  const copies = () => readdirSync('/dev/shm').filter((n) => n.startsWith('distrifusion-weights-'));
+  const already = new Set(copies());
+  const during: string[] = [];
+  const pipe = DistriSDXLPipeline.fromPipeline(base, UNET, {
+    ranks: 2,
+    threadsPerRank: 1,
+    splitBatch: false,
+    mode: 'full_sync',
+    height: 64,
+    width: 64,
+    timeoutMs: 60_000,
+  });
+  try {
+    const r = await pipe.generate({
+      ...options(64, 64, 2),
+      onStep: () => during.push(...copies().filter((n) => !already.has(n))),
+    });
+    const want = await single(options(64, 64, 2));
+    assert.ok(rel(r.latents.data as Float32Array, want.latents.data as Float32Array) < 1e-5);
+  } finally {
+    await pipe.close();
+  }
+  assert.deepEqual(during, []);
 });

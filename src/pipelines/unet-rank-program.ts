@@ -42,7 +42,7 @@ export function unetRankProgramModule(): string {
   return new URL(`./unet-rank-program.${ext}`, import.meta.url).href;
 }
 
-/** A rank pool running a UNet, and the shared weight copy it maps (released with it). */
+/** A rank pool running a UNet, and the shared weight copy its sessions map (its file already deleted). */
 export interface UNetPool {
   pool: RankPool;
   aligned: AlignedWeights | undefined;
@@ -87,13 +87,13 @@ export async function launchUNetPool(
           }
         : {}),
     });
+    // Every session has mapped the copy by now: deleting its name leaves the memory to the mappings, and
+    // gives it back to the system however this process ends (a killed run would otherwise leak it).
+    await aligned?.dispose();
     return {
       pool,
       aligned,
-      close: async () => {
-        await pool.close();
-        await aligned?.dispose();
-      },
+      close: () => pool.close(),
     };
   } catch (e) {
     await aligned?.dispose();
