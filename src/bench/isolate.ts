@@ -33,7 +33,7 @@ export interface RowOutcome<R> {
 const fromSource = import.meta.url.endsWith('.ts');
 
 /** A `Name: N kB` field of a /proc file, in bytes; 0 where it cannot be read. */
-function procField(path: string, field: string): number {
+export function procField(path: string, field: string): number {
   try {
     const m = new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(readFileSync(path, 'utf8'));
     return m ? Number(m[1]) * 1024 : 0;

@@ -7,6 +7,7 @@ import { distriConfig, type Parallelism, type SyncMode } from '../parallel/confi
 import type { StepStats } from '../parallel/rank-pool.js';
 import { launchUNetPool } from '../pipelines/unet-rank-program.js';
 import { latentSize, unetFeeds } from './bench-inputs.js';
+import { procField } from './isolate.js';
 import { median, peakRssBytes } from './table.js';
 import type { Progress } from './unet-row.js';
 
@@ -132,7 +133,7 @@ export async function runPatchRow(
   if (launched.aligned) onSharedCopy(dirname(launched.aligned.index.file));
   const launchMs = performance.now() - t0;
   progress(
-    `launched in ${(launchMs / 1000).toFixed(1)} s (${pool.points.length} exchange points), RSS ${(process.memoryUsage.rss() / 2 ** 30).toFixed(2)} GiB`,
+    `launched in ${(launchMs / 1000).toFixed(1)} s (${pool.points.length} exchange points), ${memoryNow()}`,
   );
   try {
     const feeds = unetFeeds(unet.config, { batch: s.batch, height: s.height, width: s.width });
@@ -143,15 +144,17 @@ export async function runPatchRow(
     };
     if (s.prime) {
       await run(0);
-      if (s.steps > s.warmupSteps + 1) await run(s.warmupSteps + 1);
+      progress(`primed the synchronous graph, ${memoryNow()}`);
+      if (s.steps > s.warmupSteps + 1) {
+        await run(s.warmupSteps + 1);
+        progress(`primed the asynchronous graph, ${memoryNow()}`);
+      }
       pool.stats.length = 0;
-      progress('primed');
     }
     for (let step = 0; step < s.steps; step++) {
       await run(step);
-      const rss = (process.memoryUsage.rss() / 2 ** 30).toFixed(2);
       progress(
-        `step ${step + 1}/${s.steps}: ${(pool.stats[pool.stats.length - 1]!.ms / 1000).toFixed(2)} s, RSS ${rss} GiB`,
+        `step ${step + 1}/${s.steps}: ${(pool.stats[pool.stats.length - 1]!.ms / 1000).toFixed(2)} s, ${memoryNow()}`,
       );
     }
     // Naive patches never sync; a single rank has nothing to sync: split their steps by index as patch does.
@@ -189,4 +192,11 @@ export async function runPatchRow(
     await launched.close();
     await unet.dispose();
   }
+}
+
+/** RSS counts the shared weight copy once per session that maps it; PSS counts it once. */
+function memoryNow(): string {
+  const gib = (n: number) => (n / 2 ** 30).toFixed(2);
+  const pss = procField('/proc/self/smaps_rollup', 'Pss');
+  return `RSS ${gib(process.memoryUsage.rss())} GiB${pss > 0 ? `, PSS ${gib(pss)} GiB` : ''}`;
 }
