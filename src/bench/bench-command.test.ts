@@ -135,6 +135,10 @@ test('bench patch: 1x1, 1x2 and 2x1 patch rows at 64x64, 2 steps', {
 test('bench patch: flag errors name the flag', async () => {
   await assert.rejects(runBench(['patch', '--preset', 'sd3']), /--preset: expected sd15 or sdxl, got 'sd3'/);
   await assert.rejects(
+    runBench(['patch', '--steps', '2', '--warmup-steps', '1']),
+    /--steps 2 with --warmup-steps 1 times no asynchronous step .*give --steps >= 3/,
+  );
+  await assert.rejects(
     runBench(['patch', '--ranks', '0']),
     /--ranks: expected a comma-separated list of positive integers/,
   );

@@ -182,6 +182,12 @@ export function registerBenchCommand(program: Command, io: BenchIO = STDIO): voi
     if (given.length > 1) throw new Error('bench patch: give one of --model, --config and --preset');
     if (f.preset !== undefined && !isPresetName(f.preset))
       throw new Error(`--preset: expected sd15 or sdxl, got '${f.preset}'`);
+    const steps = int('--steps', f.steps)!;
+    const warmupSteps = int('--warmup-steps', f.warmupSteps, 0)!;
+    if (steps <= warmupSteps + 1)
+      throw new Error(
+        `--steps ${steps} with --warmup-steps ${warmupSteps} times no asynchronous step (steps 0…${warmupSteps} are synchronous): give --steps >= ${warmupSteps + 2}`,
+      );
     const report = await runPatchBench(
       {
         model: f.model ?? f.config ?? f.preset ?? 'sd15',
@@ -193,8 +199,8 @@ export function registerBenchCommand(program: Command, io: BenchIO = STDIO): voi
           (v) => v === 'on',
         ),
         ...size(f),
-        steps: int('--steps', f.steps)!,
-        warmupSteps: int('--warmup-steps', f.warmupSteps, 0)!,
+        steps,
+        warmupSteps,
         prime: f.prime,
         timeoutMs: int('--timeout-ms', f.timeoutMs)!,
         baselines: f.baselines,
