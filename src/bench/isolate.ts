@@ -1,8 +1,7 @@
 // Runs one benchmark row in a child process, so that its peak RSS is its own and an out-of-memory kill ends
 // only that row. The parent polls the child's high-water mark, to report memory even when the child dies.
 import { fork } from 'node:child_process';
-import { readFileSync, rmSync } from 'node:fs';
-import { basename } from 'node:path';
+import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import type { PatchRowResult, PatchRowSpec } from './patch-row.js';
 import type { Progress, UnetRowResult, UnetRowSpec } from './unet-row.js';
@@ -13,7 +12,6 @@ export type RowResultOf<T extends RowTask> = T extends { kind: 'unet' } ? UnetRo
 
 export type ChildMessage =
   | { type: 'progress'; message: string }
-  | { type: 'shared-copy'; folder: string }
   | { type: 'result'; result: UnetRowResult | PatchRowResult; peakRssBytes: number }
   | { type: 'error'; message: string; peakRssBytes: number };
 
@@ -53,7 +51,6 @@ export function runIsolated<T extends RowTask>(
   });
   let peak = 0;
   let peakPss = 0;
-  const sharedCopies: string[] = [];
   // smaps_rollup walks the page tables: once a second keeps its cost out of the measurement.
   const poll = setInterval(() => {
     if (!child.pid) return;
@@ -70,7 +67,6 @@ export function runIsolated<T extends RowTask>(
     };
     child.on('message', (m: ChildMessage) => {
       if (m.type === 'progress') progress(m.message);
-      else if (m.type === 'shared-copy') sharedCopies.push(m.folder);
       else if (m.type === 'result') {
         finish({ result: m.result as RowResultOf<T>, peakRssBytes: m.peakRssBytes, peakPssBytes: peakPss });
       } else
@@ -80,10 +76,6 @@ export function runIsolated<T extends RowTask>(
       finish({ error: `row process: ${e.message}`, peakRssBytes: peak, peakPssBytes: peakPss }),
     );
     child.on('exit', (code, signal) => {
-      // A killed child leaves its weight copy in RAM-backed /dev/shm: remove what it told us about.
-      for (const f of sharedCopies) {
-        if (basename(f).startsWith('distrifusion-weights-')) rmSync(f, { recursive: true, force: true });
-      }
       const why = signal
         ? `was killed by ${signal}${signal === 'SIGKILL' ? ' (out of memory?)' : ''}`
         : `exited with code ${code}`;

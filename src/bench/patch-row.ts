@@ -1,6 +1,5 @@
 // One row of `bench patch`: a RankPool running the UNet rank program for a few denoising steps at one
 // split (ranks × threads, parallelism, sync mode), with per-step timing and exchange figures from pool.stats.
-import { dirname } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { UNet2DConditionModel } from '../models/unet-2d-condition.js';
 import { distriConfig, type Parallelism, type SyncMode } from '../parallel/config.js';
@@ -98,15 +97,8 @@ function summarise(records: readonly StepRecord[]): PhaseSummary {
   };
 }
 
-/**
- * Runs one configuration. `onSharedCopy` gets the folder of the shared weight copy (RAM-backed /dev/shm), so
- * that a parent can remove it if this process is killed before it disposes of the copy itself.
- */
-export async function runPatchRow(
-  s: PatchRowSpec,
-  progress: Progress = () => {},
-  onSharedCopy: (folder: string) => void = () => {},
-): Promise<PatchRowResult> {
+/** Runs one configuration. */
+export async function runPatchRow(s: PatchRowSpec, progress: Progress = () => {}): Promise<PatchRowResult> {
   const unet = await UNet2DConditionModel.fromPretrained(s.modelDir);
   const [h, w] = latentSize(s.height, s.width);
   const config = distriConfig({
@@ -130,7 +122,6 @@ export async function runPatchRow(
     ...(s.shareWeights === 'auto' ? {} : { shareWeights: s.shareWeights === 'on' }),
   });
   const pool = launched.pool;
-  if (launched.aligned) onSharedCopy(dirname(launched.aligned.index.file));
   const launchMs = performance.now() - t0;
   progress(
     `launched in ${(launchMs / 1000).toFixed(1)} s (${pool.points.length} exchange points), ${memoryNow()}`,
@@ -180,7 +171,7 @@ export async function runPatchRow(
       batch: s.batch,
       warmupSteps: s.warmupSteps,
       primed: s.prime,
-      sharedWeights: launched.aligned !== undefined,
+      sharedWeights: launched.sharedWeights,
       exchangePoints: pool.points.length,
       launchMs,
       warmup: summarise(records.filter((r) => r.phase === 'warmup')),
@@ -189,7 +180,7 @@ export async function runPatchRow(
       peakRssBytes: peakRssBytes(),
     };
   } finally {
-    await launched.close();
+    await pool.close();
     await unet.dispose();
   }
 }

@@ -11,12 +11,9 @@ function send(m: ChildMessage): Promise<void> {
 
 process.once('message', async (task: RowTask) => {
   const progress = (message: string): void => void send({ type: 'progress', message });
-  const sharedCopy = (folder: string): void => void send({ type: 'shared-copy', folder });
   try {
     const result =
-      task.kind === 'unet'
-        ? await runUnetRow(task.spec, progress)
-        : await runPatchRow(task.spec, progress, sharedCopy);
+      task.kind === 'unet' ? await runUnetRow(task.spec, progress) : await runPatchRow(task.spec, progress);
     await send({ type: 'result', result, peakRssBytes: peakRssBytes() });
     process.exit(0);
   } catch (e) {

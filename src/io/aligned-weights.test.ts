@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
+import { open } from 'node:fs/promises';
 import { test } from 'node:test';
 import { fixture, skipWithoutFixtures } from '../../test/helpers/fixtures.js';
 import { alignWeights } from './aligned-weights.js';
@@ -15,7 +16,6 @@ test('aligned weights: every tensor float32 at a page-aligned offset, equal to t
   try {
     assert.equal(aligned.index.entries.length, store.keys().length);
     const src = await SafetensorsFile.open(file);
-    const { open } = await import('node:fs/promises');
     const h = await open(aligned.index.file, 'r');
     for (const e of aligned.index.entries) {
       assert.equal(e.offset % 4096, 0, `${e.key} at ${e.offset}`);

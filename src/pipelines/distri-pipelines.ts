@@ -10,7 +10,7 @@ import type { UNetCall } from './denoise.js';
 import type { GenerateOptions, GenerateResult } from './generate-options.js';
 import { StableDiffusionPipeline } from './stable-diffusion.js';
 import { type PipelineOptions, StableDiffusionXLPipeline } from './stable-diffusion-xl.js';
-import { launchUNetPool, type UNetPool } from './unet-rank-program.js';
+import { launchUNetPool } from './unet-rank-program.js';
 
 type BasePipeline = StableDiffusionXLPipeline | StableDiffusionPipeline;
 
@@ -21,7 +21,7 @@ export interface DistriPipelineOptions extends PipelineOptions {
 
 abstract class DistriPipeline<P extends BasePipeline> {
   readonly config: DistriConfig;
-  private pool: UNetPool | undefined;
+  private pool: RankPool | undefined;
   private poolKey = '';
 
   protected constructor(
@@ -35,7 +35,7 @@ abstract class DistriPipeline<P extends BasePipeline> {
 
   /** Per-step timings and exchange figures of the last generate() (one entry per denoising step). */
   get stats(): readonly StepStats[] {
-    return this.pool?.pool.stats ?? [];
+    return this.pool?.stats ?? [];
   }
 
   private async poolFor(
@@ -45,10 +45,10 @@ abstract class DistriPipeline<P extends BasePipeline> {
     latentWidth: number,
   ): Promise<RankPool> {
     const key = `${batch}:${cfg}`;
-    if (this.pool && this.poolKey === key) return this.pool.pool;
+    if (this.pool && this.poolKey === key) return this.pool;
     await this.pool?.close();
     this.pool = undefined;
-    this.pool = await launchUNetPool(this.base.components.unet, this.unetDir, {
+    const launched = await launchUNetPool(this.base.components.unet, this.unetDir, {
       config: this.config,
       classifierFreeGuidance: cfg,
       batch,
@@ -57,8 +57,9 @@ abstract class DistriPipeline<P extends BasePipeline> {
       ...(this.options.variant ? { variant: this.options.variant } : {}),
       ...(this.options.fault ? { fault: this.options.fault } : {}),
     });
+    this.pool = launched.pool;
     this.poolKey = key;
-    return this.pool.pool;
+    return this.pool;
   }
 
   /**

@@ -1,5 +1,5 @@
 // The program each rank runs for a patch-parallel UNet: models/ and parallel/ meet here.
-import { type AlignedWeights, type AlignedWeightsIndex, alignWeights } from '../io/aligned-weights.js';
+import { type AlignedWeightsIndex, alignWeights } from '../io/aligned-weights.js';
 import { WeightStore } from '../io/weights.js';
 import { UNet2DConditionModel } from '../models/unet-2d-condition.js';
 import type { RankProgram } from '../parallel/program.js';
@@ -42,17 +42,16 @@ export function unetRankProgramModule(): string {
   return new URL(`./unet-rank-program.${ext}`, import.meta.url).href;
 }
 
-/** A rank pool running a UNet, and the shared weight copy its sessions map (its file already deleted). */
+/** A rank pool running a UNet; `sharedWeights`: its ranks map one shared weight copy. */
 export interface UNetPool {
   pool: RankPool;
-  aligned: AlignedWeights | undefined;
-  close(): Promise<void>;
+  sharedWeights: boolean;
 }
 
 /**
  * Launches the ranks of a UNet. With several ranks on CPU, the weights are first copied once, as float32
  * at page-aligned offsets, into shared memory: every session of every rank then maps that one copy
- * (prepacking off) instead of holding its own, which is what makes SDXL fit on two ranks at all.
+ * (prepacking off) instead of holding its own: that is what lets two SDXL ranks run in 24 GiB (at 768²).
  */
 export async function launchUNetPool(
   unet: UNet2DConditionModel,
@@ -90,11 +89,7 @@ export async function launchUNetPool(
     // Every session has mapped the copy by now: deleting its name leaves the memory to the mappings, and
     // gives it back to the system however this process ends (a killed run would otherwise leak it).
     await aligned?.dispose();
-    return {
-      pool,
-      aligned,
-      close: () => pool.close(),
-    };
+    return { pool, sharedWeights: aligned !== undefined };
   } catch (e) {
     await aligned?.dispose();
     throw e;
