@@ -14,10 +14,21 @@ export interface HostTensor {
 }
 
 export interface RunHooks {
-  /** Supplies graph inputs missing from the feeds, right before the first segment that reads them. */
-  input?(info: OnnxValueInfo): HostTensor;
-  /** Called at each exchange point with this rank's local tensors; returns the assembled inputs. */
-  exchange?(marker: ExchangeMarker, locals: HostTensor[]): Promise<HostTensor[]> | HostTensor[];
+  /**
+   * Supplies a graph input missing from the feeds, right before the first segment that reads it. `into` is
+   * a buffer of the input's size from the graph's pool: filling and returning it lets the buffer go back to
+   * the pool after the input's last reader.
+   */
+  input?(info: OnnxValueInfo, into: HostTensor): HostTensor;
+  /**
+   * Called at each exchange point with this rank's local tensors; returns the assembled inputs. `into`
+   * holds pooled buffers of the assembled shapes, to be filled and returned (or ignored).
+   */
+  exchange?(
+    marker: ExchangeMarker,
+    locals: HostTensor[],
+    into: HostTensor[],
+  ): Promise<HostTensor[]> | HostTensor[];
   /**
    * Called as soon as the segment that makes a graph output finishes. Return true when the data has been
    * consumed (copied): the buffer is then reused and the output is left out of run()'s result.
@@ -43,8 +54,11 @@ function count(shape: readonly number[]): number {
   return shape.reduce((a, b) => a * b, 1);
 }
 
-/** Reuses activation buffers between segments: same sizes recur through a UNet. */
-class BufferPool {
+/**
+ * Reuses activation buffers between segments (same sizes recur through a UNet). Graphs of one rank can
+ * share a pool: what the synchronous graph held then serves the asynchronous one.
+ */
+export class BufferPool {
   private free = new Map<string, HostData[]>();
 
   take(v: OnnxValueInfo): HostData {
@@ -77,17 +91,21 @@ function sameShape(a: readonly number[], b: readonly number[]): boolean {
 export class CompiledGraph {
   /** Accumulated milliseconds per segment (session.run only). */
   readonly segmentMs: number[];
-  private readonly pool = new BufferPool();
   private prologue: { inputs: Map<string, HostData>; outputs: Map<string, HostTensor> } | undefined;
 
   private constructor(
     readonly plan: GraphPlan,
     private readonly segments: CompiledSegment[],
+    private readonly pool: BufferPool,
   ) {
     this.segmentMs = segments.map(() => 0);
   }
 
-  static async compile(plan: GraphPlan, opts: EngineOptions = {}): Promise<CompiledGraph> {
+  static async compile(
+    plan: GraphPlan,
+    opts: EngineOptions = {},
+    pool = new BufferPool(),
+  ): Promise<CompiledGraph> {
     const segments: CompiledSegment[] = [];
     const many = plan.segments.length > MANY_SEGMENTS;
     const engine: EngineOptions = { ...opts, memoryArena: opts.memoryArena ?? !many };
@@ -95,11 +113,15 @@ export class CompiledGraph {
       const session = p.graph.nodes.length > 0 ? await createSession(p.graph, p.weights, engine) : undefined;
       segments.push({ plan: p, session });
     }
-    return new CompiledGraph(plan, segments);
+    return new CompiledGraph(plan, segments, pool);
   }
 
-  static async fromBuilder(b: GraphBuilder, opts: EngineOptions = {}): Promise<CompiledGraph> {
-    return CompiledGraph.compile(planSegments(b), opts);
+  static async fromBuilder(
+    b: GraphBuilder,
+    opts: EngineOptions = {},
+    pool?: BufferPool,
+  ): Promise<CompiledGraph> {
+    return CompiledGraph.compile(planSegments(b), opts, pool);
   }
 
   get segmentCount(): number {
@@ -156,8 +178,15 @@ export class CompiledGraph {
       if (seg.session) {
         const ortFeeds: Record<string, ort.Tensor> = {};
         for (const i of p.inputs) {
-          const v =
-            i.source === 'graph-input' ? (feeds[i.name] ?? check(i, hooks.input?.(i))) : values.get(i.name);
+          let v = i.source === 'graph-input' ? feeds[i.name] : undefined;
+          v ??= values.get(i.name);
+          if (!v && i.source === 'graph-input') {
+            const into = { data: this.pool.take(i), shape: i.shape };
+            v = check(i, hooks.input?.(i, into));
+            if (v.data === into.data) pooled.add(i.name);
+            else this.pool.give(into.data);
+            values.set(i.name, v);
+          }
           if (!v)
             throw new Error(
               `graph ${this.plan.name}: segment ${p.index} (${p.path}) lacks input '${i.name}'`,
@@ -183,7 +212,8 @@ export class CompiledGraph {
           // The caller keeps it: hand over a copy when the buffer belongs to the pool.
           result[name] = pooled.has(name) ? { data: t.data.slice(), shape: t.shape } : t;
         }
-        for (const i of p.inputs) if (i.source !== 'graph-input') release(i.name, p.index);
+        // Feeds are never in `values`: this frees intermediates and hook-supplied inputs only.
+        for (const i of p.inputs) release(i.name, p.index);
         for (const [name] of made) if (!lastUse.has(name)) release(name, p.index);
       }
       if (p.exchange) {
@@ -197,7 +227,9 @@ export class CompiledGraph {
             `graph ${this.plan.name}: exchange point ${p.exchange.path} (${p.exchange.kind}) needs an exchange hook`,
           );
         }
-        const assembled = await hooks.exchange(p.exchange, locals);
+        const into = p.exchange.assembled.map((a) => ({ data: this.pool.take(a), shape: a.shape }));
+        const assembled = await hooks.exchange(p.exchange, locals, into);
+        for (const b of into) if (!assembled.some((t) => t.data === b.data)) this.pool.give(b.data);
         p.exchange.assembled.forEach((a, i) => {
           const t = assembled[i];
           if (!t || !sameShape(t.shape, a.shape)) {
@@ -208,6 +240,7 @@ export class CompiledGraph {
             );
           }
           values.set(a.name, t);
+          if (into.some((b) => b.data === t.data)) pooled.add(a.name);
         });
         for (const name of p.exchange.local) release(name, p.index);
       }

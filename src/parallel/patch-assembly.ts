@@ -41,7 +41,6 @@ export interface PatchAssemblerOptions {
 }
 
 export class PatchAssembler {
-  private readonly buffers = new Map<string, Float32Array>();
   private readonly byFresh = new Map<string, ExchangePoint>();
 
   private warmupSteps: number;
@@ -64,23 +63,21 @@ export class PatchAssembler {
     this.warmupSteps = warmupSteps;
   }
 
-  private buffer(name: string, n: number): Float32Array {
-    let b = this.buffers.get(name);
-    if (!b || b.length !== n) {
-      b = new Float32Array(n);
-      this.buffers.set(name, b);
-    }
-    return b;
-  }
-
   private point(id: number, what: string): ExchangePoint {
     const p = this.o.points[id];
     if (!p) throw new Error(`exchange: unknown point ${id} (${what})`);
     return p;
   }
 
-  /** A synchronous cut: publish this rank's piece for `step`, wait for every peer's, assemble. */
-  exchangeSync(marker: ExchangeMarker, locals: readonly HostTensor[]): HostTensor[] {
+  /**
+   * A synchronous cut: publish this rank's piece for `step`, wait for every peer's, assemble into `into`
+   * (the runner's pooled buffers of the assembled shapes).
+   */
+  exchangeSync(
+    marker: ExchangeMarker,
+    locals: readonly HostTensor[],
+    into: readonly HostTensor[],
+  ): HostTensor[] {
     const step = this.seq;
     const p = this.point(Number(marker.meta.point), marker.path);
     const local = locals[0]!.data as Float32Array;
@@ -88,32 +85,28 @@ export class PatchAssembler {
     const pieces = Array.from({ length: this.o.members }, (_, k) =>
       k === this.o.member ? local : this.o.exchange.read(p, k, step),
     );
-    const out = marker.assembled.map((a) => ({ name: a.name, shape: a.shape }));
+    if (into.length !== marker.assembled.length) {
+      throw new Error(
+        `exchange ${p.kind} at '${p.path}': ${into.length} buffers for ${marker.assembled.length} tensors`,
+      );
+    }
+    const out = into.map((t) => t.data as Float32Array);
     switch (p.kind) {
       case 'halo': {
         const j = this.o.member;
-        const res: HostTensor[] = [];
-        if (j > 0)
-          res.push({
-            data: this.haloRows(`${out[0]!.name}`, p, pieces[j - 1]!, 'bottom'),
-            shape: out[0]!.shape,
-          });
-        if (j < this.o.members - 1) {
-          const o = out[res.length]!;
-          res.push({ data: this.haloRows(o.name, p, pieces[j + 1]!, 'top'), shape: o.shape });
-        }
-        return res;
+        let k = 0;
+        if (j > 0) haloRows(p, pieces[j - 1]!, 'bottom', out[k++]!);
+        if (j < this.o.members - 1) haloRows(p, pieces[j + 1]!, 'top', out[k++]!);
+        break;
       }
       case 'kv':
-        return [{ data: this.tokens(out[0]!.name, p, pieces, 0, this.o.members), shape: out[0]!.shape }];
+        tokens(p, pieces, 0, this.o.members, out[0]!);
+        break;
       case 'gn':
-        return [
-          {
-            data: combineMoments(pieces, p.weights, this.buffer(out[0]!.name, local.length)),
-            shape: out[0]!.shape,
-          },
-        ];
+        combineMoments(pieces, p.weights, out[0]!);
+        break;
     }
+    return [...into];
   }
 
   /**
@@ -125,8 +118,9 @@ export class PatchAssembler {
     return this.seq - (this.step - stale);
   }
 
-  /** A `stale:<point>:<what>` graph input of an async step. */
-  staleInput(name: string, shape: readonly number[]): HostTensor {
+  /** A `stale:<point>:<what>` graph input of an async step, assembled into `into` (a pooled buffer). */
+  staleInput(name: string, into: HostTensor): HostTensor {
+    const { shape } = into;
     const m = /^stale:(\d+):(\w+)$/.exec(name);
     if (!m) throw new Error(`exchange: unexpected graph input '${name}'`);
     const p = this.point(Number(m[1]), name);
@@ -135,13 +129,17 @@ export class PatchAssembler {
     const j = this.o.member;
     const ex = this.o.exchange;
     const n = shape.reduce((a, b) => a * b, 1);
-    let data: Float32Array;
+    const data = into.data as Float32Array;
+    if (data.length !== n)
+      throw new Error(
+        `exchange: '${name}' got a buffer of ${data.length} values for shape [${shape.join(', ')}]`,
+      );
     switch (what) {
       case 'above':
-        data = this.haloRows(name, p, ex.read(p, j - 1, s), 'bottom');
+        haloRows(p, ex.read(p, j - 1, s), 'bottom', data);
         break;
       case 'below':
-        data = this.haloRows(name, p, ex.read(p, j + 1, s), 'top');
+        haloRows(p, ex.read(p, j + 1, s), 'top', data);
         break;
       case 'before':
       case 'after': {
@@ -149,25 +147,23 @@ export class PatchAssembler {
         const pieces = Array.from({ length: this.o.members }, (_, k) =>
           k >= from && k < to ? ex.read(p, k, s) : undefined,
         );
-        data = this.tokens(name, p, pieces, from, to);
+        tokens(p, pieces, from, to, data);
         break;
       }
       case 'full':
-        data = combineMoments(
+        combineMoments(
           Array.from({ length: this.o.members }, (_, k) => ex.read(p, k, s)),
           p.weights,
-          this.buffer(name, n),
+          data,
         );
         break;
       case 'own':
-        data = this.buffer(name, n);
         data.set(ex.read(p, j, s));
         break;
       case 'others': {
         const ks = Array.from({ length: this.o.members }, (_, k) => k).filter((k) => k !== j);
         const pieces = ks.map((k) => ex.read(p, k, s));
         const equal = p.weights.every((w) => w === p.weights[0]);
-        data = this.buffer(name, n);
         for (let i = 0; i < n; i++) {
           let v = 0;
           pieces.forEach((piece, q) => {
@@ -180,9 +176,7 @@ export class PatchAssembler {
       default:
         throw new Error(`exchange: unexpected graph input '${name}'`);
     }
-    if (data.length !== n)
-      throw new Error(`exchange: '${name}' assembled ${data.length} values for shape [${shape.join(', ')}]`);
-    return { data, shape };
+    return into;
   }
 
   /** Publishes an async step's fresh output; false when the name is not an exchange output. */
@@ -192,43 +186,34 @@ export class PatchAssembler {
     this.o.exchange.publish(p, this.seq, t.data as Float32Array);
     return true;
   }
+}
 
-  /** Halo rows [B, C, p, W] out of a neighbour's edge piece [B, C, 2p, W] (top edge rows first). */
-  private haloRows(
-    name: string,
-    p: ExchangePoint,
-    piece: Float32Array,
-    edge: 'top' | 'bottom',
-  ): Float32Array {
-    const rowLen = p.cols * p.pad;
-    const out = this.buffer(name, p.batch * p.channels * rowLen);
-    for (let bc = 0; bc < p.batch * p.channels; bc++) {
-      const src = bc * 2 * rowLen + (edge === 'bottom' ? rowLen : 0);
-      out.set(piece.subarray(src, src + rowLen), bc * rowLen);
-    }
-    return out;
+/** Halo rows [B, C, p, W] out of a neighbour's edge piece [B, C, 2p, W] (top edge rows first). */
+function haloRows(p: ExchangePoint, piece: Float32Array, edge: 'top' | 'bottom', out: Float32Array): void {
+  const rowLen = p.cols * p.pad;
+  for (let bc = 0; bc < p.batch * p.channels; bc++) {
+    const src = bc * 2 * rowLen + (edge === 'bottom' ? rowLen : 0);
+    out.set(piece.subarray(src, src + rowLen), bc * rowLen);
   }
+}
 
-  /** Tokens of members [from, to) concatenated per batch entry: [B, Σ tokens, width]. */
-  private tokens(
-    name: string,
-    p: ExchangePoint,
-    pieces: ReadonlyArray<Float32Array | undefined>,
-    from: number,
-    to: number,
-  ): Float32Array {
-    const width = p.channels;
-    let total = 0;
-    for (let k = from; k < to; k++) total += p.rowsPerMember[k]!;
-    const out = this.buffer(name, p.batch * total * width);
-    for (let b = 0; b < p.batch; b++) {
-      let at = b * total * width;
-      for (let k = from; k < to; k++) {
-        const len = p.rowsPerMember[k]! * width;
-        out.set(pieces[k]!.subarray(b * len, (b + 1) * len), at);
-        at += len;
-      }
+/** Tokens of members [from, to) concatenated per batch entry: [B, Σ tokens, width]. */
+function tokens(
+  p: ExchangePoint,
+  pieces: ReadonlyArray<Float32Array | undefined>,
+  from: number,
+  to: number,
+  out: Float32Array,
+): void {
+  const width = p.channels;
+  let total = 0;
+  for (let k = from; k < to; k++) total += p.rowsPerMember[k]!;
+  for (let b = 0; b < p.batch; b++) {
+    let at = b * total * width;
+    for (let k = from; k < to; k++) {
+      const len = p.rowsPerMember[k]! * width;
+      out.set(pieces[k]!.subarray(b * len, (b + 1) * len), at);
+      at += len;
     }
-    return out;
   }
 }

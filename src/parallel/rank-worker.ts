@@ -3,7 +3,7 @@
 import { performance } from 'node:perf_hooks';
 import { parentPort, workerData } from 'node:worker_threads';
 import type { GraphBuilder } from '../graph/builder.js';
-import { CompiledGraph, type HostTensor } from '../graph/runner.js';
+import { BufferPool, CompiledGraph, type HostTensor } from '../graph/runner.js';
 import type { EngineOptions } from '../graph/session.js';
 import type { SyncMode } from './config.js';
 import type { PatchGeometry } from './geometry.js';
@@ -104,8 +104,10 @@ async function compile(): Promise<Compiled> {
   const program = await loadRankProgram(d.program);
   const graphs = new Map<string, CompiledGraph>();
   const engine = d.engine;
+  // One pool for the rank's graphs: buffers of the synchronous steps serve the asynchronous ones.
+  const pool = new BufferPool();
   const add = async (key: string, b: GraphBuilder) =>
-    graphs.set(key, await CompiledGraph.fromBuilder(b, engine));
+    graphs.set(key, await CompiledGraph.fromBuilder(b, engine, pool));
   const job = d.job;
   if (job.kind === 'naive') {
     for (const [i, s] of job.shapes.entries()) {
@@ -202,8 +204,8 @@ async function runStep(c: Compiled, m: Extract<ToRank, { type: 'step' }>): Promi
     feeds,
     a
       ? {
-          exchange: (marker, locals) => timed(() => a.exchangeSync(marker, locals)),
-          input: (info) => timed(() => a.staleInput(info.name, info.shape)),
+          exchange: (marker, locals, into) => timed(() => a.exchangeSync(marker, locals, into)),
+          input: (info, into) => timed(() => a.staleInput(info.name, into)),
           onOutput: (name, t) => name !== outputName && timed(() => a.publishFresh(name, t)),
         }
       : {},
