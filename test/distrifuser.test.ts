@@ -1,7 +1,7 @@
 // Golden test against the real distrifuser code: ../shared/fixtures/distrifuser holds its runs on the
 // sdxl-tiny checkpoint (biased GroupNorm variance, as nn.GroupNorm and we compute it), mode by mode.
 import { readFile } from 'node:fs/promises';
-import { test } from 'node:test';
+import { type TestContext, test } from 'node:test';
 import type { SyncMode } from '../src/parallel/config.js';
 import { DistriSDXLPipeline } from '../src/pipelines/distri-pipelines.js';
 import { StableDiffusionXLPipeline } from '../src/pipelines/stable-diffusion-xl.js';
@@ -41,55 +41,73 @@ for (const r of expressible) {
 let shared: Awaited<ReturnType<typeof loadFixture>> | undefined;
 let base: StableDiffusionXLPipeline | undefined;
 
-for (const [key, group] of groups) {
-  test(`distrifuser ${key}: final latents and per-step noise match the reference`, {
-    skip: skipWithoutFixtures,
-  }, async (t) => {
-    shared ??= await loadFixture('distrifuser', 'distrifuser_shared.safetensors');
-    base ??= await StableDiffusionXLPipeline.fromPretrained(fixture('sdxl-tiny'), { threads: 1 });
-    const first = group[0]!;
-    const pipe = DistriSDXLPipeline.fromPipeline(base, fixture('sdxl-tiny', 'unet'), {
-      height: 128,
-      width: 96,
-      ranks: first.ranks,
-      parallelism: first.parallelism,
-      ...(first.parallelism === 'patch' && first.mode ? { mode: first.mode } : {}),
-      splitBatch: first.split_batch,
-      splitScheme: 'row',
-      threadsPerRank: 1,
-      timeoutMs: 60_000,
-    });
-    try {
-      for (const run of group) {
-        const noise: Float32Array[] = [];
-        const r = await pipe.generate({
-          prompt: '',
-          promptEmbeds: asFloat(shared['inputs.prompt_embeds']),
-          negativePromptEmbeds: asFloat(shared['inputs.negative_prompt_embeds']),
-          pooledPromptEmbeds: asFloat(shared['inputs.pooled_prompt_embeds']),
-          negativePooledPromptEmbeds: asFloat(shared['inputs.negative_pooled_prompt_embeds']),
-          latents: asFloat(shared['inputs.latents']),
-          scheduler: 'ddim',
-          numInferenceSteps: 6,
-          guidanceScale: 5,
-          outputType: 'latent',
-          warmupSteps: run.warmup_steps ?? 0,
-          onStep: (p) => noise.push(p.noisePred.data.slice()),
-        });
-        assertClose(t, `${run.id} final_latents`, r.latents, asFloat(shared[`${run.id}.final_latents`]), TOL);
-        const ref = shared[`${run.id}.noise_pred`];
-        if (ref) {
-          const all = asFloat(ref);
-          const per = all.data.length / noise.length;
-          const shape = [2, 4, 32, 24];
-          noise.forEach((n, i) => {
-            const want = { data: all.data.subarray(i * per, (i + 1) * per), shape };
-            assertClose(t, `${run.id} noise_pred step ${i}`, { data: n, shape }, want, TOL);
-          });
-        }
-      }
-    } finally {
-      await pipe.close();
-    }
+async function matchGroup(t: TestContext, group: Run[], lowMemory: boolean): Promise<void> {
+  shared ??= await loadFixture('distrifuser', 'distrifuser_shared.safetensors');
+  base ??= await StableDiffusionXLPipeline.fromPretrained(fixture('sdxl-tiny'), { threads: 1 });
+  const first = group[0]!;
+  const pipe = DistriSDXLPipeline.fromPipeline(base, fixture('sdxl-tiny', 'unet'), {
+    height: 128,
+    width: 96,
+    ranks: first.ranks,
+    parallelism: first.parallelism,
+    ...(first.parallelism === 'patch' && first.mode ? { mode: first.mode } : {}),
+    splitBatch: first.split_batch,
+    splitScheme: 'row',
+    threadsPerRank: 1,
+    timeoutMs: 60_000,
+    lowMemory,
   });
+  try {
+    for (const run of group) {
+      const noise: Float32Array[] = [];
+      const r = await pipe.generate({
+        prompt: '',
+        promptEmbeds: asFloat(shared['inputs.prompt_embeds']),
+        negativePromptEmbeds: asFloat(shared['inputs.negative_prompt_embeds']),
+        pooledPromptEmbeds: asFloat(shared['inputs.pooled_prompt_embeds']),
+        negativePooledPromptEmbeds: asFloat(shared['inputs.negative_pooled_prompt_embeds']),
+        latents: asFloat(shared['inputs.latents']),
+        scheduler: 'ddim',
+        numInferenceSteps: 6,
+        guidanceScale: 5,
+        outputType: 'latent',
+        warmupSteps: run.warmup_steps ?? 0,
+        onStep: (p) => noise.push(p.noisePred.data.slice()),
+      });
+      assertClose(t, `${run.id} final_latents`, r.latents, asFloat(shared[`${run.id}.final_latents`]), TOL);
+      const ref = shared[`${run.id}.noise_pred`];
+      if (ref) {
+        const all = asFloat(ref);
+        const per = all.data.length / noise.length;
+        const shape = [2, 4, 32, 24];
+        noise.forEach((n, i) => {
+          const want = { data: all.data.subarray(i * per, (i + 1) * per), shape };
+          assertClose(t, `${run.id} noise_pred step ${i}`, { data: n, shape }, want, TOL);
+        });
+      }
+    }
+  } finally {
+    await pipe.close();
+  }
+}
+
+for (const [key, group] of groups) {
+  test(
+    `distrifuser ${key}: final latents and per-step noise match the reference`,
+    {
+      skip: skipWithoutFixtures,
+    },
+    (t) => matchGroup(t, group, false),
+  );
+}
+
+// lowMemory cuts the asynchronous graph at every self-attention: the numbers must not change.
+for (const key of ['r2 corrected_async_gn sb0', 'r4 stale_gn sb1']) {
+  test(
+    `distrifuser ${key}, lowMemory: matches the reference too`,
+    {
+      skip: skipWithoutFixtures || !groups.has(key),
+    },
+    (t) => matchGroup(t, groups.get(key)!, true),
+  );
 }

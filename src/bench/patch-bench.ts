@@ -28,6 +28,8 @@ export interface PatchBenchOptions {
   parallelism: Parallelism[];
   modes: SyncMode[];
   splitBatch: boolean[];
+  /** DistriConfig.lowMemory for the patch rows: off, on, or both. */
+  lowMemory: boolean[];
   height?: number;
   width?: number;
   steps: number;
@@ -75,7 +77,7 @@ type RowPlan = Pick<PatchBenchRow, 'key' | 'role'> & { spec: PatchRowSpec };
 /** The rows: 1×1, 1×(max ranks · threads), then every multi-rank combination (deduplicated). */
 function planRows(
   o: PatchBenchOptions,
-  base: Omit<PatchRowSpec, 'ranks' | 'threadsPerRank' | 'parallelism' | 'mode' | 'splitBatch'>,
+  base: Omit<PatchRowSpec, 'ranks' | 'threadsPerRank' | 'parallelism' | 'mode' | 'splitBatch' | 'lowMemory'>,
 ): RowPlan[] {
   const plans = new Map<string, RowPlan>();
   const add = (
@@ -85,6 +87,7 @@ function planRows(
     parallelism: Parallelism,
     mode: SyncMode,
     splitBatch: boolean,
+    lowMemory = false,
   ) => {
     // With one rank, or an odd count, some settings change nothing: key rows by what they run.
     const cfgSplit = splitBatch && ranks % 2 === 0;
@@ -94,12 +97,12 @@ function planRows(
         ? `1x${threads}`
         : `${ranks}x${threads} ${groupSize === 1 ? 'cfg-split' : parallelism}${groupSize > 1 && parallelism === 'patch' ? ` ${mode}` : ''}${
             cfgSplit && groupSize > 1 ? ' +cfg-split' : ''
-          }`;
+          }${lowMemory ? ' low-memory' : ''}`;
     if (plans.has(key)) return;
     plans.set(key, {
       key,
       role,
-      spec: { ...base, ranks, threadsPerRank: threads, parallelism, mode, splitBatch },
+      spec: { ...base, ranks, threadsPerRank: threads, parallelism, mode, splitBatch, lowMemory },
     });
   };
   const mode = o.modes[0]!;
@@ -111,7 +114,12 @@ function planRows(
   for (const ranks of o.ranks) {
     for (const parallelism of o.parallelism) {
       for (const m of parallelism === 'patch' ? o.modes : [mode]) {
-        for (const sb of o.splitBatch) add('split', ranks, o.threadsPerRank, parallelism, m, sb);
+        for (const sb of o.splitBatch) {
+          // Low memory changes only the asynchronous graph of patch groups (more than one rank per group).
+          const patchGroup = parallelism === 'patch' && ranks > 1 && !(sb && ranks === 2);
+          for (const lm of patchGroup ? o.lowMemory : [false])
+            add('split', ranks, o.threadsPerRank, parallelism, m, sb, lm);
+        }
       }
     }
   }

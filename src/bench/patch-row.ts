@@ -33,6 +33,8 @@ export interface PatchRowSpec {
    * for several CPU ranks, as the pipelines do.
    */
   shareWeights: 'auto' | 'on' | 'off';
+  /** DistriConfig.lowMemory. */
+  lowMemory: boolean;
 }
 
 export type StepPhase = 'warmup' | 'async';
@@ -111,6 +113,7 @@ export async function runPatchRow(s: PatchRowSpec, progress: Progress = () => {}
     splitBatch: s.splitBatch,
     warmupSteps: s.warmupSteps,
     timeoutMs: s.timeoutMs,
+    lowMemory: s.lowMemory,
   });
   const t0 = performance.now();
   const launched = await launchUNetPool(unet, s.modelDir, {

