@@ -87,38 +87,37 @@ function planRows(
     parallelism: Parallelism,
     mode: SyncMode,
     splitBatch: boolean,
-    lowMemory = false,
+    lowMemory: boolean,
   ) => {
     // With one rank, or an odd count, some settings change nothing: key rows by what they run.
     const cfgSplit = splitBatch && ranks % 2 === 0;
     const groupSize = cfgSplit ? ranks / 2 : ranks;
+    // Low memory changes only the asynchronous graph of patch groups (more than one rank per group).
+    const lowMem = lowMemory && parallelism === 'patch' && groupSize > 1;
     const key =
       ranks === 1
         ? `1x${threads}`
         : `${ranks}x${threads} ${groupSize === 1 ? 'cfg-split' : parallelism}${groupSize > 1 && parallelism === 'patch' ? ` ${mode}` : ''}${
             cfgSplit && groupSize > 1 ? ' +cfg-split' : ''
-          }${lowMemory ? ' low-memory' : ''}`;
+          }${lowMem ? ' low-memory' : ''}`;
     if (plans.has(key)) return;
     plans.set(key, {
       key,
       role,
-      spec: { ...base, ranks, threadsPerRank: threads, parallelism, mode, splitBatch, lowMemory },
+      spec: { ...base, ranks, threadsPerRank: threads, parallelism, mode, splitBatch, lowMemory: lowMem },
     });
   };
   const mode = o.modes[0]!;
   const beat = Math.max(...o.ranks) * o.threadsPerRank;
   if (o.baselines !== false) {
-    add('baseline', 1, 1, 'patch', mode, false);
-    if (beat > 1) add('to-beat', 1, beat, 'patch', mode, false);
+    add('baseline', 1, 1, 'patch', mode, false, false);
+    if (beat > 1) add('to-beat', 1, beat, 'patch', mode, false, false);
   }
   for (const ranks of o.ranks) {
     for (const parallelism of o.parallelism) {
       for (const m of parallelism === 'patch' ? o.modes : [mode]) {
         for (const sb of o.splitBatch) {
-          // Low memory changes only the asynchronous graph of patch groups (more than one rank per group).
-          const patchGroup = parallelism === 'patch' && ranks > 1 && !(sb && ranks === 2);
-          for (const lm of patchGroup ? o.lowMemory : [false])
-            add('split', ranks, o.threadsPerRank, parallelism, m, sb, lm);
+          for (const lm of o.lowMemory) add('split', ranks, o.threadsPerRank, parallelism, m, sb, lm);
         }
       }
     }

@@ -51,7 +51,8 @@ export interface UNetPool {
 /**
  * Launches the ranks of a UNet. With several ranks on CPU, the weights are first copied once, as float32
  * at page-aligned offsets, into shared memory: every session of every rank then maps that one copy
- * (prepacking off) instead of holding its own: that is what lets two SDXL ranks run in 24 GiB (at 768²).
+ * (prepacking off) instead of holding its own: that is what lets two SDXL ranks run in 24 GiB (at 768², or
+ * 1024² with DistriConfig.lowMemory).
  */
 export async function launchUNetPool(
   unet: UNet2DConditionModel,
