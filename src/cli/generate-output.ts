@@ -13,7 +13,7 @@ export function outputPaths(out: string, count: number): string[] {
 
 /** The sampler names of the A1111 UI for our schedulers. */
 export function samplerLabel(name: SchedulerName, config: Readonly<Record<string, unknown>>): string {
-  const karras = config.use_karras_sigmas === true && name !== 'ddim' ? ' Karras' : '';
+  const karras = config.use_karras_sigmas === true ? ' Karras' : '';
   switch (name) {
     case 'ddim':
       return 'DDIM';
@@ -21,6 +21,8 @@ export function samplerLabel(name: SchedulerName, config: Readonly<Record<string
       return `Euler${karras}`;
     case 'dpm-solver':
       return `DPM++ 2M${karras}`;
+    case 'pndm':
+      return 'PLMS';
     default: {
       const never: never = name;
       return never;

@@ -48,7 +48,7 @@ export function makeScheduler(
   try {
     return schedulerFromConfig(config);
   } catch {
-    // e.g. SD 1.5's PNDMScheduler: fall back to DDIM on the same noise schedule.
+    // A class we do not implement (e.g. LMSDiscreteScheduler): DDIM on the same noise schedule.
     return createScheduler('ddim', config);
   }
 }

@@ -1,5 +1,5 @@
-// Golden tests: every DDIM / Euler / DPM-Solver++ trajectory in fixtures/schedulers (diffusers 0.24, torch
-// float32) is replayed from the SDXL scheduler config plus the file's overrides.
+// Golden tests: every DDIM / Euler / DPM-Solver++ / PNDM trajectory in fixtures/schedulers (diffusers 0.24,
+// torch float32) is replayed from the file's base config (SDXL's, or SD 1.5's for PNDM) plus its overrides.
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { test } from 'node:test';
@@ -17,6 +17,7 @@ import { createScheduler, type Scheduler, type SchedulerName } from './scheduler
 
 interface FixtureEntry {
   scheduler: string;
+  config_base: string;
   overrides: Record<string, unknown>;
   num_inference_steps: number;
   init_noise_sigma: number;
@@ -28,6 +29,7 @@ const CLASSES: Record<string, SchedulerName> = {
   DDIMScheduler: 'ddim',
   EulerDiscreteScheduler: 'euler',
   DPMSolverMultistepScheduler: 'dpm-solver',
+  PNDMScheduler: 'pndm',
 };
 
 /** JSON with Python's -Infinity (index.json has lambda_min_clipped = -inf). */
@@ -37,9 +39,6 @@ function readPyJson(path: string): Record<string, unknown> {
 
 const index = haveFixtures
   ? (readPyJson(fixture('schedulers', 'index.json')).files as Record<string, FixtureEntry>)
-  : {};
-const sdxlConfig = haveFixtures
-  ? readPyJson(fixture('configs', 'stable-diffusion-xl-base-1.0', 'scheduler', 'scheduler_config.json'))
   : {};
 
 // The issue's bound for per-step outputs (the README suggests 1e-5).
@@ -57,10 +56,6 @@ function row(t: AnyTensor | undefined, i: number, n: number): Float32Array {
 
 if (!haveFixtures) test('scheduler golden fixtures', { skip: skipWithoutFixtures }, () => {});
 
-test('PNDM fixtures are out of scope', {
-  skip: 'PNDMScheduler is not implemented (pndm_sd15_*.safetensors)',
-}, () => {});
-
 for (const [file, entry] of Object.entries(index)) {
   const name = CLASSES[entry.scheduler];
   if (!name) continue;
@@ -68,7 +63,7 @@ for (const [file, entry] of Object.entries(index)) {
     skip: skipWithoutFixtures,
   }, async (t) => {
     const fx = await loadFixture('schedulers', file);
-    const s: Scheduler = createScheduler(name, sdxlConfig, entry.overrides);
+    const s: Scheduler = createScheduler(name, readPyJson(fixture(entry.config_base)), entry.overrides);
     s.setTimesteps(entry.num_inference_steps);
 
     assert.deepEqual([...s.timesteps], numbers(fx.timesteps), 'timesteps');

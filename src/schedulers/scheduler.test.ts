@@ -6,6 +6,7 @@ import { fixture, skipWithoutFixtures } from '../../test/helpers/fixtures.js';
 import { DDIMScheduler } from './ddim.js';
 import { DPMSolverMultistepScheduler } from './dpm-solver-multistep.js';
 import { EulerDiscreteScheduler } from './euler-discrete.js';
+import { PNDMScheduler } from './pndm.js';
 import {
   createScheduler,
   parseDDIMConfig,
@@ -35,7 +36,7 @@ const SDXL = {
   use_karras_sigmas: false,
 };
 
-const ALL: SchedulerName[] = ['ddim', 'euler', 'dpm-solver'];
+const ALL: SchedulerName[] = ['ddim', 'euler', 'dpm-solver', 'pndm'];
 
 /** Asserts that building `name` from `config` fails with a message containing every fragment. */
 function rejects(name: SchedulerName, config: Record<string, unknown>, ...fragments: string[]): void {
@@ -103,9 +104,10 @@ test('schedulerFromConfig picks the class and names the supported ones for other
   assert.ok(schedulerFromConfig({ ...SDXL, _class_name: 'DDIMScheduler' }) instanceof DDIMScheduler);
   const dpm = schedulerFromConfig({ ...SDXL, _class_name: 'DPMSolverMultistepScheduler' });
   assert.ok(dpm instanceof DPMSolverMultistepScheduler);
+  assert.ok(schedulerFromConfig({ ...SDXL, _class_name: 'PNDMScheduler' }) instanceof PNDMScheduler);
   assert.throws(
-    () => schedulerFromConfig({ ...SDXL, _class_name: 'PNDMScheduler' }),
-    /"PNDMScheduler" is not supported; supported: DDIMScheduler, EulerDiscreteScheduler, DPMSolverMultistepScheduler/,
+    () => schedulerFromConfig({ ...SDXL, _class_name: 'LMSDiscreteScheduler' }),
+    /"LMSDiscreteScheduler" is not supported; supported: DDIMScheduler, EulerDiscreteScheduler, DPMSolverMultistepScheduler, PNDMScheduler/,
   );
   assert.throws(() => schedulerFromConfig({}), /_class_name undefined is not supported/);
 });
@@ -113,9 +115,10 @@ test('schedulerFromConfig picks the class and names the supported ones for other
 test('scheduler names from option strings', () => {
   assert.equal(parseSchedulerName('dpm-solver'), 'dpm-solver');
   assert.equal(parseSchedulerName('EulerDiscreteScheduler'), 'euler');
+  assert.equal(parseSchedulerName('pndm'), 'pndm');
   assert.throws(
-    () => parseSchedulerName('pndm'),
-    /unknown scheduler "pndm"; supported: ddim, euler, dpm-solver/,
+    () => parseSchedulerName('lms'),
+    /unknown scheduler "lms"; supported: ddim, euler, dpm-solver, pndm/,
   );
 });
 

@@ -9,9 +9,10 @@ import {
 } from './dpm-solver-multistep.js';
 import { type EulerConfig, EulerDiscreteScheduler } from './euler-discrete.js';
 import type { BetaSchedule, NoiseScheduleConfig, TimestepSpacing } from './noise-schedule.js';
+import { type PNDMConfig, PNDMScheduler } from './pndm.js';
 import type { Generator } from './random.js';
 
-export type SchedulerName = 'ddim' | 'euler' | 'dpm-solver';
+export type SchedulerName = 'ddim' | 'euler' | 'dpm-solver' | 'pndm';
 export type PredictionType = 'epsilon' | 'v_prediction' | 'sample';
 
 export interface StepResult {
@@ -34,7 +35,7 @@ export interface Scheduler {
   readonly initNoiseSigma: number;
   /** Euler and DPM-Solver: one more entry than `timesteps`. */
   readonly sigmas?: readonly number[];
-  /** diffusers' class attribute `order` (1 for all three). */
+  /** diffusers' class attribute `order` (1 for all of ours). */
   readonly order: number;
   /** Config keys this scheduler does not use (ignored, as diffusers ignores them). */
   readonly ignoredConfigKeys: readonly string[];
@@ -258,12 +259,31 @@ export function parseDPMSolverConfig(
   return { config, ignoredKeys: r.ignoredKeys() };
 }
 
+export function parsePNDMConfig(json: Readonly<Record<string, unknown>>, what = 'PNDMScheduler config') {
+  const r = new SchedulerConfigReader(what, json);
+  const predictionType = r.predictionType();
+  if (predictionType === 'sample') {
+    throw new Error(
+      `${what}: "prediction_type" = "sample" is not supported; expected epsilon or v_prediction`,
+    );
+  }
+  const config: PNDMConfig = {
+    ...r.noiseSchedule(DIFFUSERS_BETAS),
+    ...r.spacing('leading'),
+    predictionType,
+    skipPrkSteps: r.bool('skip_prk_steps', false),
+    setAlphaToOne: r.bool('set_alpha_to_one', false),
+  };
+  return { config, ignoredKeys: r.ignoredKeys() };
+}
+
 // ---------------------------------------------------------------- factory
 
 const CLASS_NAMES: Record<string, SchedulerName> = {
   DDIMScheduler: 'ddim',
   EulerDiscreteScheduler: 'euler',
   DPMSolverMultistepScheduler: 'dpm-solver',
+  PNDMScheduler: 'pndm',
 };
 
 /**
@@ -289,6 +309,10 @@ export function createScheduler(
       const p = parseDPMSolverConfig(merged);
       return new DPMSolverMultistepScheduler(p.config, p.ignoredKeys);
     }
+    case 'pndm': {
+      const p = parsePNDMConfig(merged);
+      return new PNDMScheduler(p.config, p.ignoredKeys);
+    }
     default: {
       const never: never = name;
       throw new Error(`unknown scheduler ${JSON.stringify(never)}; supported: ${SCHEDULER_NAMES.join(', ')}`);
@@ -296,7 +320,7 @@ export function createScheduler(
   }
 }
 
-export const SCHEDULER_NAMES: readonly SchedulerName[] = ['ddim', 'euler', 'dpm-solver'];
+export const SCHEDULER_NAMES: readonly SchedulerName[] = ['ddim', 'euler', 'dpm-solver', 'pndm'];
 
 /** The scheduler that config._class_name names. */
 export function schedulerFromConfig(
