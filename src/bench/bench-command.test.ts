@@ -53,7 +53,16 @@ test('bench unet: table and JSON at 64x64', { skip: skipWithoutFixtures }, async
       '--json',
       json,
     ]);
-    for (const h of ['model', 'ms/forward', 'GFLOP/s', 'conv GFLOP/s', 'UNet/conv', 'peak RSS', 'peak PSS'])
+    for (const h of [
+      'model',
+      'ms/forward',
+      'GFLOP/s',
+      'conv GFLOP/s',
+      'UNet/conv',
+      'peak RSS',
+      'peak PSS',
+      'peak used',
+    ])
       assert.ok(out.includes(h), `table lacks '${h}'`);
     assert.ok(out.includes('sdxl-tiny/unet'));
     const report = JSON.parse(await readFile(json, 'utf8')) as UnetBenchReport;

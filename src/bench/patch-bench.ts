@@ -49,8 +49,10 @@ export interface PatchBenchRow {
   ok: boolean;
   error?: string;
   peakRssBytes: number;
-  /** Sampled once a second from /proc (isolated rows only; 0 otherwise). */
+  /** PSS sampled between steps, while nothing computed (isolated rows only; 0 otherwise). */
   peakPssBytes: number;
+  /** Peak rise of the machine's used memory during the row, shared pages once (isolated rows; else 0). */
+  peakUsedBytes: number;
   /** Async-step speedup over 1 rank × 1 thread, and over 1 rank × (ranks · threads). */
   speedup?: number;
   speedupOverThreads?: number;
@@ -170,6 +172,7 @@ export async function runPatchBench(o: PatchBenchOptions, progress: Progress): P
         ...(outcome.error ? { error: outcome.error } : {}),
         peakRssBytes: outcome.peakRssBytes,
         peakPssBytes: outcome.peakPssBytes,
+        peakUsedBytes: outcome.peakUsedBytes,
         spec,
         ...(outcome.result ? { result: outcome.result, gflops: flops / outcome.result.async.ms / 1e6 } : {}),
       });
@@ -217,6 +220,7 @@ export function patchTable(report: PatchBenchReport): string {
       { header: 'copy ms (warmup/async)' },
       { header: 'peak RSS' },
       { header: 'peak PSS' },
+      { header: 'peak used' },
       { header: 'launch s' },
       { header: 'status', align: 'left' },
     ],
@@ -235,6 +239,7 @@ export function patchTable(report: PatchBenchReport): string {
         res ? `${fmt(res.warmup.copyMs, 1)} / ${fmt(res.async.copyMs, 1)}` : '-',
         fmtBytes(r.peakRssBytes),
         r.peakPssBytes > 0 ? fmtBytes(r.peakPssBytes) : '-',
+        r.peakUsedBytes > 0 ? fmtBytes(r.peakUsedBytes) : '-',
         fmt(res && res.launchMs / 1000, 1),
         r.ok ? 'ok' : `failed: ${r.error}`,
       ];

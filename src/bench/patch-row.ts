@@ -6,7 +6,7 @@ import { distriConfig, type Parallelism, type SyncMode } from '../parallel/confi
 import type { StepStats } from '../parallel/rank-pool.js';
 import { launchUNetPool } from '../pipelines/unet-rank-program.js';
 import { latentSize, unetFeeds } from './bench-inputs.js';
-import { procField } from './isolate.js';
+import { sampleProcessPss } from './isolate.js';
 import { median, peakRssBytes } from './table.js';
 import type { Progress } from './unet-row.js';
 
@@ -191,6 +191,6 @@ export async function runPatchRow(s: PatchRowSpec, progress: Progress = () => {}
 /** RSS counts the shared weight copy once per session that maps it; PSS counts it once. */
 function memoryNow(): string {
   const gib = (n: number) => (n / 2 ** 30).toFixed(2);
-  const pss = procField('/proc/self/smaps_rollup', 'Pss');
+  const pss = sampleProcessPss();
   return `RSS ${gib(process.memoryUsage.rss())} GiB${pss > 0 ? `, PSS ${gib(pss)} GiB` : ''}`;
 }

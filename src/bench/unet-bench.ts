@@ -39,8 +39,10 @@ export interface UnetBenchRow {
   ok: boolean;
   error?: string;
   peakRssBytes: number;
-  /** Sampled once a second from /proc (isolated rows only; 0 otherwise). */
+  /** PSS sampled between steps, while nothing computed (isolated rows only; 0 otherwise). */
   peakPssBytes: number;
+  /** Peak rise of the machine's used memory during the row, shared pages once (isolated rows; else 0). */
+  peakUsedBytes: number;
   result?: UnetRowResult;
 }
 
@@ -92,6 +94,7 @@ export async function runUnetBench(o: UnetBenchOptions, progress: Progress): Pro
           ...(outcome.error ? { error: outcome.error } : {}),
           peakRssBytes: outcome.peakRssBytes,
           peakPssBytes: outcome.peakPssBytes,
+          peakUsedBytes: outcome.peakUsedBytes,
           ...(outcome.result ? { result: outcome.result } : {}),
         });
       }
@@ -124,6 +127,7 @@ export function unetTable(report: UnetBenchReport): string {
       { header: 'compile s' },
       { header: 'peak RSS' },
       { header: 'peak PSS' },
+      { header: 'peak used' },
       { header: 'status', align: 'left' },
     ],
     report.rows.map((r) => {
@@ -141,6 +145,7 @@ export function unetTable(report: UnetBenchReport): string {
         fmt(x && x.unet.compileMs / 1000, 1),
         fmtBytes(r.peakRssBytes),
         r.peakPssBytes > 0 ? fmtBytes(r.peakPssBytes) : '-',
+        r.peakUsedBytes > 0 ? fmtBytes(r.peakUsedBytes) : '-',
         r.ok ? 'ok' : `failed: ${r.error}`,
       ];
     }),

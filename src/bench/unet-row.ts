@@ -9,6 +9,7 @@ import { UNet2DConditionModel } from '../models/unet-2d-condition.js';
 import { Generator, randn } from '../schedulers/random.js';
 import { latentSize, unetFeeds } from './bench-inputs.js';
 import { countFlops } from './flops.js';
+import { sampleProcessPss } from './isolate.js';
 import { median, peakRssBytes } from './table.js';
 
 export interface UnetRowSpec {
@@ -77,12 +78,14 @@ async function timeRuns(
   await graph.run(feeds);
   const warmupMs = performance.now() - t0;
   progress(`${what}: warm-up ${(warmupMs / 1000).toFixed(2)} s`);
+  sampleProcessPss();
   const runsMs: number[] = [];
   for (let i = 0; i < repeats; i++) {
     t0 = performance.now();
     await graph.run(feeds);
     runsMs.push(performance.now() - t0);
     progress(`${what}: run ${i + 1}/${repeats} ${(runsMs[i]! / 1000).toFixed(2)} s`);
+    sampleProcessPss();
   }
   const medianMs = median(runsMs);
   return { flops, compileMs, warmupMs, runsMs, medianMs, gflops: flops / medianMs / 1e6 };
