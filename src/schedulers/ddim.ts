@@ -1,6 +1,7 @@
 // DDIM (Song et al. 2020) with the arithmetic of diffusers 0.24 `DDIMScheduler` on float32 torch tensors:
 // every product and sum is rounded to float32 in the same order, so results match it to the last bit or so.
 import {
+  checkInferenceSteps,
   makeAlphasCumprod,
   makeBetas,
   type NoiseScheduleConfig,
@@ -45,9 +46,7 @@ export class DDIMScheduler implements Scheduler {
 
   setTimesteps(numInferenceSteps: number): void {
     const n = this.config.numTrainTimesteps;
-    if (!Number.isInteger(numInferenceSteps) || numInferenceSteps < 1 || numInferenceSteps > n) {
-      throw new Error(`DDIM: numInferenceSteps must be an integer in [1, ${n}], got ${numInferenceSteps}`);
-    }
+    checkInferenceSteps('DDIM', numInferenceSteps, n);
     this.numInferenceSteps = numInferenceSteps;
     const c = this.config;
     this.ts = spacedTimesteps(c.timestepSpacing, n, numInferenceSteps, c.stepsOffset, true);

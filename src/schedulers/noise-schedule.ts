@@ -287,6 +287,15 @@ export function npLogF32(x: Float32Array): Float32Array {
 
 export type TimestepSpacing = 'leading' | 'trailing' | 'linspace';
 
+/** The step count of a discrete-timestep scheduler (DDIM, PNDM): an integer in [1, numTrain]. */
+export function checkInferenceSteps(what: string, numInferenceSteps: number, numTrain: number): void {
+  if (!Number.isInteger(numInferenceSteps) || numInferenceSteps < 1 || numInferenceSteps > numTrain) {
+    throw new Error(
+      `${what}: numInferenceSteps must be an integer in [1, ${numTrain}], got ${numInferenceSteps}`,
+    );
+  }
+}
+
 /**
  * The integer-valued timesteps of DDIM and Euler (`num_inference_steps` of them, descending). Euler's
  * "linspace" keeps fractional float32 values; DDIM rounds them.

@@ -4,6 +4,7 @@
 // combines up to four past noise predictions. With `skip_prk_steps` (SD 1.5's config) PLMS starts at once,
 // and the second model call repeats the first timestep to get a second-order start.
 import {
+  checkInferenceSteps,
   makeAlphasCumprod,
   makeBetas,
   type NoiseScheduleConfig,
@@ -56,9 +57,7 @@ export class PNDMScheduler implements Scheduler {
 
   setTimesteps(numInferenceSteps: number): void {
     const n = this.config.numTrainTimesteps;
-    if (!Number.isInteger(numInferenceSteps) || numInferenceSteps < 1 || numInferenceSteps > n) {
-      throw new Error(`PNDM: numInferenceSteps must be an integer in [1, ${n}], got ${numInferenceSteps}`);
-    }
+    checkInferenceSteps('PNDM', numInferenceSteps, n);
     this.numInferenceSteps = numInferenceSteps;
     const c = this.config;
     // Ascending, as diffusers' `_timesteps`.
