@@ -78,6 +78,7 @@ export function runIsolated<T extends RowTask>(
   let peakPss = 0;
   const baseline = machineUsedBytes();
   let peakUsed = 0;
+  const memory = () => ({ peakRssBytes: peak, peakPssBytes: peakPss, peakUsedBytes: peakUsed });
   // Both reads are counters, not page-table walks.
   const poll = setInterval(() => {
     if (!child.pid) return;
@@ -93,33 +94,20 @@ export function runIsolated<T extends RowTask>(
       resolve(o);
     };
     child.on('message', (m: ChildMessage) => {
-      const memory = { peakPssBytes: peakPss, peakUsedBytes: peakUsed };
       if (m.type === 'progress') progress(m.message);
       else if (m.type === 'pss') peakPss = Math.max(peakPss, m.bytes);
       else if (m.type === 'result') {
-        finish({ result: m.result as RowResultOf<T>, peakRssBytes: m.peakRssBytes, ...memory });
-      } else finish({ error: m.message, peakRssBytes: Math.max(peak, m.peakRssBytes), ...memory });
+        finish({ result: m.result as RowResultOf<T>, ...memory(), peakRssBytes: m.peakRssBytes });
+      } else finish({ error: m.message, ...memory(), peakRssBytes: Math.max(peak, m.peakRssBytes) });
     });
-    child.on('error', (e) =>
-      finish({
-        error: `row process: ${e.message}`,
-        peakRssBytes: peak,
-        peakPssBytes: peakPss,
-        peakUsedBytes: peakUsed,
-      }),
-    );
+    child.on('error', (e) => finish({ error: `row process: ${e.message}`, ...memory() }));
     child.on('exit', (code, signal) => {
       const why = signal
         ? `was killed by ${signal}${signal === 'SIGKILL' ? ' (out of memory?)' : ''}`
         : `exited with code ${code}`;
       const gib = (n: number) => `${(n / 2 ** 30).toFixed(2)} GiB`;
       const seen = `highest RSS seen ${gib(peak)}, memory used ${gib(peakUsed)} (PSS between steps ${gib(peakPss)})`;
-      finish({
-        error: `row process ${why} before reporting; ${seen}`,
-        peakRssBytes: peak,
-        peakPssBytes: peakPss,
-        peakUsedBytes: peakUsed,
-      });
+      finish({ error: `row process ${why} before reporting; ${seen}`, ...memory() });
     });
     child.send(task);
   });
