@@ -37,6 +37,7 @@ export interface PatchBenchOptions {
   prime: boolean;
   timeoutMs: number;
   shareWeights: PatchRowSpec['shareWeights'];
+  nchwcWeights: boolean;
   /** Also run 1 rank × 1 thread and 1 rank × (max ranks · threads) to compare with (default true). */
   baselines?: boolean;
   weights: WeightOptions;
@@ -156,6 +157,7 @@ export async function runPatchBench(o: PatchBenchOptions, progress: Progress): P
       prime: o.prime,
       timeoutMs: o.timeoutMs,
       shareWeights: o.shareWeights,
+      nchwcWeights: o.nchwcWeights,
     };
     const flops = await flopsPerStep(model.dir, base.batch, height, width);
     const rows: PatchBenchRow[] = [];
@@ -228,7 +230,7 @@ export function patchTable(report: PatchBenchReport): string {
       const res = r.result;
       return [
         r.key,
-        res ? (res.sharedWeights ? 'shared' : 'own') : '-',
+        res ? (res.sharedWeights ? `shared${res.nchwcBlock ? ` nchwc${res.nchwcBlock}` : ''}` : 'own') : '-',
         fmt(res?.warmup.ms),
         fmt(res?.async.ms),
         x(r.speedup),

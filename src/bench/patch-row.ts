@@ -33,6 +33,8 @@ export interface PatchRowSpec {
    * for several CPU ranks, as the pipelines do.
    */
   shareWeights: 'auto' | 'on' | 'off';
+  /** Shared conv filters are stored reordered for ORT's NCHWc kernel (where this CPU has it). */
+  nchwcWeights: boolean;
   /** DistriConfig.lowMemory. */
   lowMemory: boolean;
 }
@@ -77,6 +79,8 @@ export interface PatchRowResult {
   primed: boolean;
   /** Whether the ranks mapped one shared weight copy. */
   sharedWeights: boolean;
+  /** The NCHWc block its conv filters were reordered for (0: none). */
+  nchwcBlock: number;
   exchangePoints: number;
   /** RankPool.launch: worker start, model load and graph compilation on every rank. */
   launchMs: number;
@@ -123,6 +127,7 @@ export async function runPatchRow(s: PatchRowSpec, progress: Progress = () => {}
     latentHeight: h,
     latentWidth: w,
     ...(s.shareWeights === 'auto' ? {} : { shareWeights: s.shareWeights === 'on' }),
+    nchwcWeights: s.nchwcWeights,
   });
   const pool = launched.pool;
   const launchMs = performance.now() - t0;
@@ -175,6 +180,7 @@ export async function runPatchRow(s: PatchRowSpec, progress: Progress = () => {}
       warmupSteps: s.warmupSteps,
       primed: s.prime,
       sharedWeights: launched.sharedWeights,
+      nchwcBlock: launched.nchwcBlock,
       exchangePoints: pool.points.length,
       launchMs,
       warmup: summarise(records.filter((r) => r.phase === 'warmup')),

@@ -46,6 +46,7 @@ interface PatchFlags extends CommonFlags {
   prime: boolean;
   timeoutMs: string;
   shareWeights: string;
+  nchwcWeights: string;
   baselines: boolean;
 }
 
@@ -181,6 +182,11 @@ export function registerBenchCommand(program: Command, io: BenchIO = STDIO): voi
         'ranks map one shared float32 weight copy (prepacking off): auto (several CPU ranks), on or off',
         'auto',
       )
+      .option(
+        '--nchwc-weights <on|off>',
+        "shared conv filters are stored reordered for ORT's NCHWc kernel, where the CPU has it",
+        'on',
+      )
       .option('--timeout-ms <ms>', 'longest wait for a rank', '1800000'),
   ).action(async (f: PatchFlags) => {
     const progress = progressTo(io);
@@ -212,6 +218,7 @@ export function registerBenchCommand(program: Command, io: BenchIO = STDIO): voi
         timeoutMs: int('--timeout-ms', f.timeoutMs)!,
         baselines: f.baselines,
         shareWeights: parseNameList('--share-weights', f.shareWeights, ['auto', 'on', 'off'] as const)[0]!,
+        nchwcWeights: parseNameList('--nchwc-weights', f.nchwcWeights, ['on', 'off'] as const)[0] === 'on',
         weights: weightOptions(f),
         isolate: f.isolate,
       },

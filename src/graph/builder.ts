@@ -228,6 +228,11 @@ export class GraphBuilder {
     return t!;
   }
 
+  /** The stored layout of a weight tensor returned by param() (undefined: plain row-major). */
+  weightLayout(t: SymTensor): string | undefined {
+    return this.weights.get(t.name)?.entry.layout;
+  }
+
   /** True when the store has this key (for optional weights such as biases). */
   hasParam(relKey: string): boolean {
     const key = this.path ? `${this.path}.${relKey}` : relKey;

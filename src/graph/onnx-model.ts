@@ -59,6 +59,10 @@ export const OPSETS: ReadonlyArray<{ domain: string; version: number }> = [
   { domain: 'com.microsoft', version: 1 },
 ];
 
+// Imported only by graphs that use it: builds whose CPU has no NCHWc kernel do not register the domain.
+export const NCHWC_DOMAIN = 'com.microsoft.nchwc';
+const NCHWC_OPSET = { domain: NCHWC_DOMAIN, version: 1 };
+
 const IR_VERSION = 8;
 
 const ATTR_TYPE = { float: 1, int: 2, string: 3, floats: 6, ints: 7 } as const;
@@ -119,7 +123,8 @@ export function serializeModel(graph: OnnxGraph): Uint8Array {
   const w = new ProtoWriter();
   w.int(1, IR_VERSION);
   w.string(2, 'distrifusion');
-  for (const o of OPSETS) w.message(8, (m) => m.string(1, o.domain).int(2, o.version));
+  const opsets = graph.nodes.some((n) => n.domain === NCHWC_OPSET.domain) ? [...OPSETS, NCHWC_OPSET] : OPSETS;
+  for (const o of opsets) w.message(8, (m) => m.string(1, o.domain).int(2, o.version));
   w.message(7, (g) => {
     for (const n of graph.nodes) {
       g.message(1, (nw) => {

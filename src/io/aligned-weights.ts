@@ -30,11 +30,22 @@ function sharedMemoryDir(): string {
   return existsSync('/dev/shm') ? '/dev/shm' : tmpdir();
 }
 
+/** Rewrites a weight into another layout as it is copied (undefined: keep it as it is). */
+export type WeightRelayout = (
+  entry: WeightEntry,
+  data: Float32Array,
+) => { data: Float32Array; layout: string } | undefined;
+
 /**
- * Writes every weight of `store` widened to float32 at a page-aligned offset of one file in shared memory.
- * The file is deleted by dispose(); sessions that mapped it keep their mapping until they are released.
+ * Writes every weight of `store` widened to float32 at a page-aligned offset of one file in shared memory,
+ * each in the layout `relayout` picks. The file is deleted by dispose(); sessions that mapped it keep their
+ * mapping until they are released.
  */
-export async function alignWeights(store: WeightStore, dir = sharedMemoryDir()): Promise<AlignedWeights> {
+export async function alignWeights(
+  store: WeightStore,
+  options: { dir?: string; relayout?: WeightRelayout } = {},
+): Promise<AlignedWeights> {
+  const dir = options.dir ?? sharedMemoryDir();
   const folder = await mkdtemp(join(dir, 'distrifusion-weights-'));
   const file = join(folder, 'weights.f32');
   const entries: WeightEntry[] = [];
@@ -51,7 +62,9 @@ export async function alignWeights(store: WeightStore, dir = sharedMemoryDir()):
       try {
         for (const e of list) {
           const bytes = await f.readRange(e.offset, e.byteLength);
-          const data = bytesToFloat32(bytes, e.dtype, `${path}: tensor '${e.key}'`);
+          const plain = bytesToFloat32(bytes, e.dtype, `${path}: tensor '${e.key}'`);
+          const moved = options.relayout?.(e, plain);
+          const data = moved?.data ?? plain;
           at = Math.ceil(at / PAGE) * PAGE;
           await out.write(
             new Uint8Array(data.buffer, data.byteOffset, data.byteLength),
@@ -66,6 +79,7 @@ export async function alignWeights(store: WeightStore, dir = sharedMemoryDir()):
             file,
             offset: at,
             byteLength: data.byteLength,
+            ...(moved ? { layout: moved.layout } : {}),
           });
           at += data.byteLength;
         }

@@ -10,6 +10,8 @@ export interface WeightEntry {
   file: string;
   offset: number;
   byteLength: number;
+  /** How the bytes are laid out when not plain row-major (e.g. 'OIHWBiBo8', a conv filter reordered for NCHWc). */
+  layout?: string;
 }
 
 // Legacy key names of older checkpoints, renamed on load as diffusers does

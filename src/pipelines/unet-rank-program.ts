@@ -1,4 +1,6 @@
 // The program each rank runs for a patch-parallel UNet: models/ and parallel/ meet here.
+
+import { nchwcBlockSize, nchwcRelayout } from '../graph/nchwc.js';
 import { type AlignedWeightsIndex, alignWeights } from '../io/aligned-weights.js';
 import { WeightStore } from '../io/weights.js';
 import { UNet2DConditionModel } from '../models/unet-2d-condition.js';
@@ -46,6 +48,8 @@ export function unetRankProgramModule(): string {
 export interface UNetPool {
   pool: RankPool;
   sharedWeights: boolean;
+  /** The NCHWc block the shared conv filters were reordered for (0: plain OIHW). */
+  nchwcBlock: number;
 }
 
 /**
@@ -57,12 +61,21 @@ export interface UNetPool {
 export async function launchUNetPool(
   unet: UNet2DConditionModel,
   unetDir: string,
-  options: Omit<RankPoolOptions, 'program'> & { variant?: string; shareWeights?: boolean },
+  options: Omit<RankPoolOptions, 'program'> & {
+    variant?: string;
+    shareWeights?: boolean;
+    nchwcWeights?: boolean;
+  },
 ): Promise<UNetPool> {
-  const { variant, shareWeights, ...poolOptions } = options;
+  const { variant, shareWeights, nchwcWeights, ...poolOptions } = options;
   const cpuOnly = poolOptions.config.devices.every((d) => d === 'cpu');
   const share = shareWeights ?? (cpuOnly && poolOptions.config.ranks > 1);
-  const aligned = share ? await alignWeights(unet.weights) : undefined;
+  // The shared copy holds conv filters already reordered for ORT's NCHWc kernel, which the 'extended' level
+  // would not give the ranks (measured below, at launchUNetPool's engine options).
+  const block = share && cpuOnly && nchwcWeights !== false ? await nchwcBlockSize() : 0;
+  const aligned = share
+    ? await alignWeights(unet.weights, block > 0 ? { relayout: nchwcRelayout(block) } : {})
+    : undefined;
   try {
     const pool = await RankPool.launch({
       ...poolOptions,
@@ -91,7 +104,7 @@ export async function launchUNetPool(
     // Every session has mapped the copy by now: deleting its name leaves the memory to the mappings, and
     // gives it back to the system however this process ends (a killed run would otherwise leak it).
     await aligned?.dispose();
-    return { pool, sharedWeights: aligned !== undefined };
+    return { pool, sharedWeights: aligned !== undefined, nchwcBlock: block };
   } catch (e) {
     await aligned?.dispose();
     throw e;

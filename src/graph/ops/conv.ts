@@ -1,5 +1,6 @@
 import type { SymTensor } from '../builder.js';
-import { attr } from '../onnx-model.js';
+import { nchwcBlockOf } from '../nchwc.js';
+import { attr, NCHWC_DOMAIN } from '../onnx-model.js';
 import { expectRank, fail, fmt } from './common.js';
 
 export interface Conv2dOptions {
@@ -35,12 +36,36 @@ export function conv2d(
   const oh = Math.floor((h + pads[0] + pads[2] - kh) / stride) + 1;
   const ow = Math.floor((w + pads[1] + pads[3] - kw) / stride) + 1;
   if (oh <= 0 || ow <= 0) fail('Conv', x, `input ${fmt(x.shape)} is smaller than the ${kh}x${kw} kernel`);
-  const inputs = bias ? [x, weight, bias] : [x, weight];
-  return x.graph.node('Conv', inputs, [{ dtype: 'float32', shape: [n, o, oh, ow] }], {
+  const attrs = {
     kernel_shape: attr.ints([kh, kw]),
     strides: attr.ints([stride, stride]),
     pads: attr.ints(pads),
     group: attr.int(groups),
     dilations: attr.ints([1, 1]),
-  })[0]!;
+  };
+  const out = [{ dtype: 'float32' as const, shape: [n, o, oh, ow] }];
+  const block = nchwcBlockOf(x.graph.weightLayout(weight));
+  if (block !== undefined) {
+    // The filter is stored channel-blocked: run MLAS's NCHWc kernel, reordering the activations around it.
+    if (groups !== 1 || c % block !== 0 || o % block !== 0) {
+      fail(
+        'Conv',
+        x,
+        `weight ${fmt(weight.shape)} is stored for NCHWc blocks of ${block}, which needs group 1 and whole blocks`,
+      );
+    }
+    const g = x.graph;
+    const [blocked] = g.node('ReorderInput', [x], [{ dtype: 'float32', shape: x.shape }], {}, NCHWC_DOMAIN);
+    const [y] = g.node(
+      'Conv',
+      bias ? [blocked!, weight, bias] : [blocked!, weight],
+      out,
+      attrs,
+      NCHWC_DOMAIN,
+      'ConvNchwc',
+    );
+    return g.node('ReorderOutput', [y!], out, { channels: attr.int(o) }, NCHWC_DOMAIN)[0]!;
+  }
+  const inputs = bias ? [x, weight, bias] : [x, weight];
+  return x.graph.node('Conv', inputs, out, attrs)[0]!;
 }
