@@ -4,6 +4,7 @@
 import assert from 'node:assert/strict';
 import { existsSync, readdirSync } from 'node:fs';
 import { after, before, test } from 'node:test';
+import { nchwcBlockSize } from '../src/graph/nchwc.js';
 import type { Tensor } from '../src/io/tensor.js';
 import type { DistriConfigInput, SyncMode } from '../src/parallel/config.js';
 import type { FaultInjection } from '../src/parallel/rank-worker.js';
@@ -244,7 +245,7 @@ test('naive patches by columns and alternating rows/columns run, and one column 
   assert.ok(rel(one!.latents.data, ref.latents.data) < 1e-5);
 });
 
-test('the shared weight copy loses its name once the ranks map it, so a killed run leaks no memory', {
+test('the shared weight copy (conv filters stored for NCHWc) loses its name once the ranks map it, so a killed run leaks no memory', {
   skip: skipWithoutFixtures || (!existsSync('/dev/shm') && 'no /dev/shm'),
 }, async () => {
   const copies = () => readdirSync('/dev/shm').filter((n) => n.startsWith('distrifusion-weights-'));
@@ -266,6 +267,9 @@ test('the shared weight copy loses its name once the ranks map it, so a killed r
     });
     const want = await single(options(64, 64, 2));
     assert.ok(rel(r.latents.data as Float32Array, want.latents.data as Float32Array) < 1e-5);
+    // The copy holds conv filters reordered for ORT's NCHWc kernel wherever this CPU has one.
+    const block = await nchwcBlockSize();
+    assert.deepEqual(pipe.weightSharing, { shared: true, nchwcBlock: block });
   } finally {
     await pipe.close();
   }

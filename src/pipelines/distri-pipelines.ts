@@ -23,6 +23,7 @@ abstract class DistriPipeline<P extends BasePipeline> {
   readonly config: DistriConfig;
   private pool: RankPool | undefined;
   private poolKey = '';
+  private weights: { shared: boolean; nchwcBlock: number } | undefined;
 
   protected constructor(
     readonly base: P,
@@ -31,6 +32,14 @@ abstract class DistriPipeline<P extends BasePipeline> {
     private readonly options: DistriPipelineOptions,
   ) {
     this.config = distriConfig(config);
+  }
+
+  /**
+   * How the running ranks hold the UNet weights: `shared` (one float32 copy mapped by every rank, CPU
+   * ranks) and the NCHWc block its conv filters are stored for (0: plain). Undefined before generate().
+   */
+  get weightSharing(): { shared: boolean; nchwcBlock: number } | undefined {
+    return this.weights;
   }
 
   /** Per-step timings and exchange figures of the last generate() (one entry per denoising step). */
@@ -59,6 +68,7 @@ abstract class DistriPipeline<P extends BasePipeline> {
     });
     this.pool = launched.pool;
     this.poolKey = key;
+    this.weights = { shared: launched.sharedWeights, nchwcBlock: launched.nchwcBlock };
     return this.pool;
   }
 
