@@ -1,5 +1,4 @@
 // The program each rank runs for a patch-parallel UNet: models/ and parallel/ meet here.
-
 import { nchwcBlockSize, nchwcRelayout } from '../graph/nchwc.js';
 import { type AlignedWeightsIndex, alignWeights } from '../io/aligned-weights.js';
 import { WeightStore } from '../io/weights.js';
@@ -71,7 +70,7 @@ export async function launchUNetPool(
   const cpuOnly = poolOptions.config.devices.every((d) => d === 'cpu');
   const share = shareWeights ?? (cpuOnly && poolOptions.config.ranks > 1);
   // The shared copy holds conv filters already reordered for ORT's NCHWc kernel, which the 'extended' level
-  // would not give the ranks (measured below, at launchUNetPool's engine options).
+  // would not give the ranks. Measured, two ranks at 768²: SD 1.5 async step 35.6 s vs 39.8 s; SDXL neutral.
   const block = share && cpuOnly && nchwcWeights !== false ? await nchwcBlockSize() : 0;
   const aligned = share
     ? await alignWeights(unet.weights, block > 0 ? { relayout: nchwcRelayout(block) } : {})
