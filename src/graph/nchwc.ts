@@ -5,7 +5,8 @@
 // itself, against weights reordered once into the shared copy.
 import ort from 'onnxruntime-node';
 import type { WeightRelayout } from '../io/aligned-weights.js';
-import { attr, NCHWC_DOMAIN, type OnnxGraph, type OnnxNode, serializeModel } from './onnx-model.js';
+import { attr, NCHWC_DOMAIN, type OnnxGraph, type OnnxNode } from './onnx-model.js';
+import { createSession } from './session.js';
 
 /** The layout tag of a conv weight reordered for the NCHWc kernel with `block` channels per block. */
 export function nchwcLayout(block: number): string {
@@ -20,7 +21,7 @@ export function nchwcBlockOf(layout: string | undefined): number | undefined {
 
 /** Whether a conv weight of this shape can run in the NCHWc kernel (group 1, whole channel blocks). */
 export function nchwcEligible(shape: readonly number[], block: number): boolean {
-  return shape.length === 4 && shape[0]! % block === 0 && shape[1]! % block === 0 && shape[1]! >= block;
+  return shape.length === 4 && shape[0]! % block === 0 && shape[1]! % block === 0;
 }
 
 /**
@@ -105,12 +106,7 @@ async function probeBlockSize(): Promise<number> {
     const filter = reorderFilterOIHWBiBo(w, [c, c, 3, 3], block);
     const graph = nchwcConvProbe(c, hw, filter);
     try {
-      const session = await ort.InferenceSession.create(serializeModel(graph), {
-        executionProviders: ['cpu'],
-        graphOptimizationLevel: 'disabled',
-        intraOpNumThreads: 1,
-        logSeverityLevel: 4,
-      });
+      const session = await createSession(graph, [], { threads: 1, optimization: 'disabled' });
       try {
         const out = await session.run({ x: new ort.Tensor('float32', x, [1, c, hw, hw]) });
         const y = out.y!.data as Float32Array;
