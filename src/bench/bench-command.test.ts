@@ -86,7 +86,7 @@ test('bench unet: table and JSON at 64x64', { skip: skipWithoutFixtures }, async
   }
 });
 
-test('bench patch: 1x1, 1x2 and 2x1 patch rows at 64x64, 2 steps', {
+test('bench patch: 1x1, 1x2 and 2x1 patch rows at 64x64, 2 steps, 2 rounds', {
   skip: skipWithoutFixtures,
 }, async () => {
   const dir = await mkdtemp(join(tmpdir(), 'distrifusion-bench-test-'));
@@ -108,9 +108,12 @@ test('bench patch: 1x1, 1x2 and 2x1 patch rows at 64x64, 2 steps', {
       '2',
       '--warmup-steps',
       '0',
+      '--rounds',
+      '2',
       '--json',
       json,
     ]);
+    assert.ok(out.includes('2 rounds of every row'), 'the header names the rounds');
     for (const h of ['async ms', 'vs 1x1', 'vs 1x2', 'exchanged/step', 'wait ms', 'peak RSS', 'launch s']) {
       assert.ok(out.includes(h), `table lacks '${h}'`);
     }
@@ -122,7 +125,12 @@ test('bench patch: 1x1, 1x2 and 2x1 patch rows at 64x64, 2 steps', {
     for (const row of report.rows) {
       assert.ok(row.ok, `${row.key}: ${row.error}`);
       const r = row.result!;
-      assert.equal(r.warmup.steps + r.async.steps, 2);
+      // Every row ran twice: its summary covers the steps of both runs.
+      assert.equal(r.warmup.steps + r.async.steps, 4);
+      assert.deepEqual(
+        r.steps.map((st) => st.round),
+        [1, 1, 2, 2],
+      );
       for (const [k, v] of Object.entries({
         ...r.async,
         launch: r.launchMs,

@@ -14,8 +14,8 @@ import {
   type WeightOptions,
 } from './bench-models.js';
 import { countFlops } from './flops.js';
-import { runRow } from './isolate.js';
-import type { PatchRowResult, PatchRowSpec } from './patch-row.js';
+import { type RowOutcome, runRow } from './isolate.js';
+import { mergeRounds, type PatchRowResult, type PatchRowSpec } from './patch-row.js';
 import { RecordingWeightStore } from './random-weights.js';
 import { fmt, fmtBytes, renderTable } from './table.js';
 import type { Progress } from './unet-row.js';
@@ -42,6 +42,11 @@ export interface PatchBenchOptions {
   baselines?: boolean;
   weights: WeightOptions;
   isolate?: boolean;
+  /**
+   * Run the whole list of rows this many times, one row after another, and summarise each row over the
+   * steps of all its runs (default 1): on a noisy machine a slow spell then falls on every row alike.
+   */
+  rounds?: number;
 }
 
 export interface PatchBenchRow {
@@ -160,25 +165,39 @@ export async function runPatchBench(o: PatchBenchOptions, progress: Progress): P
       nchwcWeights: o.nchwcWeights,
     };
     const flops = await flopsPerStep(model.dir, base.batch, height, width);
-    const rows: PatchBenchRow[] = [];
-    for (const plan of planRows(o, base)) {
-      const log = (m: string) => progress(`${plan.key}: ${m}`);
-      log('starting');
-      const outcome = await runRow({ kind: 'patch', spec: plan.spec }, o.isolate ?? true, log);
-      if (outcome.error) log(`FAILED: ${outcome.error}`);
+    const plans = planRows(o, base);
+    const rounds = o.rounds ?? 1;
+    if (!Number.isInteger(rounds) || rounds < 1)
+      throw new Error(`--rounds: expected an integer >= 1, got ${rounds}`);
+    const outcomes: RowOutcome<PatchRowResult>[][] = plans.map(() => []);
+    for (let round = 1; round <= rounds; round++) {
+      for (const [i, plan] of plans.entries()) {
+        const log = (m: string) =>
+          progress(`${plan.key}${rounds > 1 ? ` (round ${round}/${rounds})` : ''}: ${m}`);
+        log('starting');
+        const outcome = await runRow({ kind: 'patch', spec: plan.spec }, o.isolate ?? true, log);
+        if (outcome.error) log(`FAILED: ${outcome.error}`);
+        outcomes[i]!.push(outcome);
+      }
+    }
+    const rows: PatchBenchRow[] = plans.map((plan, i) => {
+      const runs = outcomes[i]!;
+      const results = runs.flatMap((r) => (r.result ? [r.result] : []));
+      const error = runs.find((r) => r.error)?.error;
+      const result = results.length > 0 ? mergeRounds(results) : undefined;
       const { modelDir: _d, ...spec } = plan.spec;
-      rows.push({
+      return {
         key: plan.key,
         role: plan.role,
-        ok: outcome.result !== undefined,
-        ...(outcome.error ? { error: outcome.error } : {}),
-        peakRssBytes: outcome.peakRssBytes,
-        peakPssBytes: outcome.peakPssBytes,
-        peakUsedBytes: outcome.peakUsedBytes,
+        ok: error === undefined && result !== undefined,
+        ...(error ? { error } : {}),
+        peakRssBytes: Math.max(...runs.map((r) => r.peakRssBytes)),
+        peakPssBytes: Math.max(...runs.map((r) => r.peakPssBytes)),
+        peakUsedBytes: Math.max(...runs.map((r) => r.peakUsedBytes)),
         spec,
-        ...(outcome.result ? { result: outcome.result, gflops: flops / outcome.result.async.ms / 1e6 } : {}),
-      });
-    }
+        ...(result ? { result, gflops: flops / result.async.ms / 1e6 } : {}),
+      };
+    });
     const asyncMs = (role: PatchBenchRow['role']) => rows.find((r) => r.role === role)?.result?.async.ms;
     for (const r of rows) {
       const ms = r.result?.async.ms;

@@ -43,6 +43,8 @@ export type StepPhase = 'warmup' | 'async';
 
 export interface StepRecord {
   step: number;
+  /** Which run of the row this step belongs to (bench patch --rounds), from 1. */
+  round: number;
   phase: StepPhase;
   ms: number;
   /** Sum over ranks. */
@@ -103,6 +105,24 @@ function summarise(records: readonly StepRecord[]): PhaseSummary {
   };
 }
 
+/**
+ * One result from several runs (rounds) of the same row: every step of every round, summarised anew;
+ * peak RSS is the highest, launch time the median.
+ */
+export function mergeRounds(results: readonly PatchRowResult[]): PatchRowResult {
+  const first = results[0];
+  if (!first) throw new Error('mergeRounds: no results to merge');
+  const steps = results.flatMap((r, i) => r.steps.map((st) => ({ ...st, round: i + 1 })));
+  return {
+    ...first,
+    launchMs: median(results.map((r) => r.launchMs)),
+    warmup: summarise(steps.filter((r) => r.phase === 'warmup')),
+    async: summarise(steps.filter((r) => r.phase === 'async')),
+    steps,
+    peakRssBytes: Math.max(...results.map((r) => r.peakRssBytes)),
+  };
+}
+
 /** Runs one configuration. */
 export async function runPatchRow(s: PatchRowSpec, progress: Progress = () => {}): Promise<PatchRowResult> {
   const unet = await UNet2DConditionModel.fromPretrained(s.modelDir);
@@ -159,6 +179,7 @@ export async function runPatchRow(s: PatchRowSpec, progress: Progress = () => {}
     // Naive patches never sync; a single rank has nothing to sync: split their steps by index as patch does.
     const records: StepRecord[] = pool.stats.map((st) => ({
       step: st.step,
+      round: 1,
       phase: (s.parallelism === 'patch' ? st.sync : st.step <= s.warmupSteps) ? 'warmup' : 'async',
       ms: st.ms,
       bytesPublished: st.perRank.reduce((a, r) => a + r.bytesPublished, 0),

@@ -45,6 +45,7 @@ interface PatchFlags extends CommonFlags {
   warmupSteps: string;
   prime: boolean;
   timeoutMs: string;
+  rounds: string;
   shareWeights: string;
   nchwcWeights: string;
   baselines: boolean;
@@ -187,6 +188,11 @@ export function registerBenchCommand(program: Command, io: BenchIO = STDIO): voi
         "shared conv filters are stored reordered for ORT's NCHWc kernel, where the CPU has it",
         'on',
       )
+      .option(
+        '--rounds <n>',
+        'run the whole list of rows this many times in turn; each row is summarised over all its steps',
+        '1',
+      )
       .option('--timeout-ms <ms>', 'longest wait for a rank', '1800000'),
   ).action(async (f: PatchFlags) => {
     const progress = progressTo(io);
@@ -221,11 +227,14 @@ export function registerBenchCommand(program: Command, io: BenchIO = STDIO): voi
         nchwcWeights: parseNameList('--nchwc-weights', f.nchwcWeights, ['on', 'off'] as const)[0] === 'on',
         weights: weightOptions(f),
         isolate: f.isolate,
+        rounds: int('--rounds', f.rounds)!,
       },
       progress,
     );
     io.out(
-      `\n${report.model} ${report.height}x${report.width}, batch 2 (CFG), ${(report.flopsPerStep / 1e9).toFixed(1)} GFLOP per step\n`,
+      `\n${report.model} ${report.height}x${report.width}, batch 2 (CFG), ${(report.flopsPerStep / 1e9).toFixed(1)} GFLOP per step${
+        (report.options.rounds ?? 1) > 1 ? `, ${report.options.rounds} rounds of every row` : ''
+      }\n`,
     );
     await finish(io, patchTable(report), report, f.json);
   });
