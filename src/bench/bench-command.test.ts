@@ -1,7 +1,7 @@
 // Smoke tests of `bench unet` and `bench patch` at a tiny size: the table and the JSON carry every field,
 // and every figure is finite. Speed is for benchmarks to measure, never for tests to assert.
 import assert from 'node:assert/strict';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
@@ -110,6 +110,8 @@ test('bench patch: 1x1, 1x2 and 2x1 patch rows at 64x64, 2 steps, 2 rounds', {
       '0',
       '--rounds',
       '2',
+      '--ort-profile',
+      join(dir, 'profiles'),
       '--json',
       json,
     ]);
@@ -144,6 +146,34 @@ test('bench patch: 1x1, 1x2 and 2x1 patch rows at 64x64, 2 steps, 2 rounds', {
     const split = report.rows[2]!.result!;
     assert.ok(split.exchangePoints > 0 && split.async.bytesPerStep > 0, 'two patch ranks exchange');
     assert.equal(report.rows[0]!.speedup, 1);
+
+    // Every session wrote its profile; `bench profile` regroups them per row, round, rank and graph.
+    const files = (await readdir(join(dir, 'profiles'))).map((f) => join(dir, 'profiles', f));
+    const { out: table } = await runBench(['profile', ...files]);
+    const header = table.split('\n')[0]!.split(/\s{2,}/);
+    for (const g of [
+      '1x1-round1-rank0-unet-sync',
+      '1x2-round2-rank0-unet-sync',
+      '2x1-patch-corrected_async_gn-round2-rank1-unet-sync',
+      '2x1-patch-corrected_async_gn-round1-rank0-unet-async',
+    ]) {
+      assert.ok(header.includes(g), `no profile column ${g} in: ${header.join(' | ')}`);
+    }
+    const cells = (label: string) =>
+      table
+        .split('\n')
+        .find((l) => l.startsWith(label))!
+        .slice(label.length)
+        .trim()
+        .split(/\s+/)
+        .map(Number);
+    // Kernels run one after another inside a run: their time cannot exceed the run's.
+    const kernels = cells('all kernels');
+    const wall = cells('run (wall)');
+    assert.equal(kernels.length, header.length - 1);
+    kernels.forEach((k, i) =>
+      assert.ok(k > 0 && k <= wall[i]! + 1, `column ${header[i + 1]}: ${k} ms of kernels in ${wall[i]} ms`),
+    );
   } finally {
     await rm(dir, { recursive: true, force: true });
   }

@@ -47,6 +47,8 @@ export interface PatchBenchOptions {
    * steps of all its runs (default 1): on a noisy machine a slow spell then falls on every row alike.
    */
   rounds?: number;
+  /** Write ORT's per-node profiles here, named by row, round, rank, graph and segment. */
+  ortProfileDir?: string;
 }
 
 export interface PatchBenchRow {
@@ -175,7 +177,19 @@ export async function runPatchBench(o: PatchBenchOptions, progress: Progress): P
         const log = (m: string) =>
           progress(`${plan.key}${rounds > 1 ? ` (round ${round}/${rounds})` : ''}: ${m}`);
         log('starting');
-        const outcome = await runRow({ kind: 'patch', spec: plan.spec }, o.isolate ?? true, log);
+        const profile = o.ortProfileDir
+          ? {
+              ortProfilePrefix: join(
+                o.ortProfileDir,
+                `${plan.key.replaceAll(' ', '-')}${rounds > 1 ? `-round${round}` : ''}`,
+              ),
+            }
+          : {};
+        const outcome = await runRow(
+          { kind: 'patch', spec: { ...plan.spec, ...profile } },
+          o.isolate ?? true,
+          log,
+        );
         if (outcome.error) log(`FAILED: ${outcome.error}`);
         outcomes[i]!.push(outcome);
       }

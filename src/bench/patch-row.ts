@@ -37,6 +37,8 @@ export interface PatchRowSpec {
   nchwcWeights: boolean;
   /** DistriConfig.lowMemory. */
   lowMemory: boolean;
+  /** Sessions write ORT profiles named from this prefix (EngineOptions.profilePrefix). */
+  ortProfilePrefix?: string;
 }
 
 export type StepPhase = 'warmup' | 'async';
@@ -148,6 +150,7 @@ export async function runPatchRow(s: PatchRowSpec, progress: Progress = () => {}
     latentWidth: w,
     ...(s.shareWeights === 'auto' ? {} : { shareWeights: s.shareWeights === 'on' }),
     nchwcWeights: s.nchwcWeights,
+    ...(s.ortProfilePrefix ? { engine: { profilePrefix: s.ortProfilePrefix } } : {}),
   });
   const pool = launched.pool;
   const launchMs = performance.now() - t0;

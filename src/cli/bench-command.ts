@@ -1,7 +1,9 @@
-// `distrifusion bench unet` and `distrifusion bench patch`: tables on stdout, progress on stderr, JSON on request.
-import { writeFile } from 'node:fs/promises';
+// `distrifusion bench unet`, `bench patch` and `bench profile`: tables on stdout, progress on stderr, JSON on
+// request.
+import { mkdir, writeFile } from 'node:fs/promises';
 import type { Command } from 'commander';
 import type { WeightOptions } from '../bench/bench-models.js';
+import { profileTable, readProfiles } from '../bench/ort-profile.js';
 import { patchTable, runPatchBench } from '../bench/patch-bench.js';
 import { isPresetName } from '../bench/presets.js';
 import { parseIntList, parseNameList } from '../bench/table.js';
@@ -46,6 +48,7 @@ interface PatchFlags extends CommonFlags {
   prime: boolean;
   timeoutMs: string;
   rounds: string;
+  ortProfile?: string;
   shareWeights: string;
   nchwcWeights: string;
   baselines: boolean;
@@ -109,11 +112,13 @@ function addCommon(c: Command): Command {
     .option('--json <file>', 'also write the report as JSON');
 }
 
-/** Registers `distrifusion bench unet` and `distrifusion bench patch`. */
+/** Registers `distrifusion bench unet`, `bench patch` and `bench profile`. */
 export function registerBenchCommand(program: Command, io: BenchIO = STDIO): void {
   const bench = program
     .command('bench')
-    .description('benchmarks: whole-UNet FLOP rate (unet) and DistriFusion splits (patch)');
+    .description(
+      'benchmarks: whole-UNet FLOP rate (unet), DistriFusion splits (patch), ORT profiles by operator (profile)',
+    );
 
   addCommon(
     bench
@@ -193,6 +198,7 @@ export function registerBenchCommand(program: Command, io: BenchIO = STDIO): voi
         'run the whole list of rows this many times in turn; each row is summarised over all its steps',
         '1',
       )
+      .option('--ort-profile <dir>', "write ORT's per-node profile of every session here (see bench profile)")
       .option('--timeout-ms <ms>', 'longest wait for a rank', '1800000'),
   ).action(async (f: PatchFlags) => {
     const progress = progressTo(io);
@@ -206,6 +212,7 @@ export function registerBenchCommand(program: Command, io: BenchIO = STDIO): voi
       throw new Error(
         `--steps ${steps} with --warmup-steps ${warmupSteps} times no asynchronous step (steps 0…${warmupSteps} are synchronous): give --steps >= ${warmupSteps + 2}`,
       );
+    if (f.ortProfile) await mkdir(f.ortProfile, { recursive: true });
     const report = await runPatchBench(
       {
         model: f.model ?? f.config ?? f.preset ?? 'sd15',
@@ -228,6 +235,7 @@ export function registerBenchCommand(program: Command, io: BenchIO = STDIO): voi
         weights: weightOptions(f),
         isolate: f.isolate,
         rounds: int('--rounds', f.rounds)!,
+        ...(f.ortProfile ? { ortProfileDir: f.ortProfile } : {}),
       },
       progress,
     );
@@ -238,4 +246,15 @@ export function registerBenchCommand(program: Command, io: BenchIO = STDIO): voi
     );
     await finish(io, patchTable(report), report, f.json);
   });
+
+  bench
+    .command('profile')
+    .description(
+      "sum ORT profiles (bench patch --ort-profile) by operator over each session's last run, one column per graph",
+    )
+    .argument('<files...>', 'profile JSON files; segments of one graph (-sNNN) are added up')
+    .option('--top <n>', 'operators to list', '24')
+    .action(async (files: string[], f: { top: string }) => {
+      io.out(`${profileTable(await readProfiles(files), int('--top', f.top))}\n`);
+    });
 }

@@ -110,7 +110,15 @@ export class CompiledGraph {
     const many = plan.segments.length > MANY_SEGMENTS;
     const engine: EngineOptions = { ...opts, memoryArena: opts.memoryArena ?? !many };
     for (const p of plan.segments) {
-      const session = p.graph.nodes.length > 0 ? await createSession(p.graph, p.weights, engine) : undefined;
+      // One profile per session: named by graph and segment, so that `bench profile` can regroup them.
+      const profiled = opts.profilePrefix
+        ? {
+            ...engine,
+            profilePrefix: `${opts.profilePrefix}-${plan.name}-s${String(p.index).padStart(3, '0')}`,
+          }
+        : engine;
+      const session =
+        p.graph.nodes.length > 0 ? await createSession(p.graph, p.weights, profiled) : undefined;
       segments.push({ plan: p, session });
     }
     return new CompiledGraph(plan, segments, pool);

@@ -37,6 +37,11 @@ export interface EngineOptions {
    * ranks at 512²: off saves 0.8 GB of steady memory at the same speed.
    */
   memoryPattern?: boolean;
+  /**
+   * Write ORT's per-node profile: each session, when released, writes `<profilePrefix>_<time>.json`
+   * (Chrome trace events; `bench profile` sums them by operator).
+   */
+  profilePrefix?: string;
 }
 
 export function defaultThreads(): number {
@@ -248,6 +253,7 @@ function sessionOptions(opts: EngineOptions): ort.InferenceSession.SessionOption
     executionMode: 'sequential',
     graphOptimizationLevel: opts.optimization ?? 'all',
     logSeverityLevel: 3,
+    ...(opts.profilePrefix ? { enableProfiling: true, profileFilePrefix: opts.profilePrefix } : {}),
     ...(opts.memoryArena === false ? { enableCpuMemArena: false } : {}),
     ...(opts.memoryPattern === false ? { enableMemPattern: false } : {}),
     ...(opts.prepacking === false ? { extra: { session: { disable_prepacking: '1' } } } : {}),

@@ -229,7 +229,14 @@ export class RankPool {
         member,
         members: this.layout.groupSize,
         program: this.o.program,
-        engine: { ...this.o.engine, threads: c.threadsPerRank, device: c.devices[rank]! },
+        engine: {
+          ...this.o.engine,
+          ...(this.o.engine?.profilePrefix
+            ? { profilePrefix: `${this.o.engine.profilePrefix}-rank${rank}` }
+            : {}),
+          threads: c.threadsPerRank,
+          device: c.devices[rank]!,
+        },
         job,
         ...(buffers.length > 0
           ? {
