@@ -171,9 +171,9 @@ test('bench patch: 1x1, 1x2 and 2x1 patch rows at 64x64, 2 steps, 2 rounds', {
     const kernels = cells('all kernels');
     const wall = cells('run (wall)');
     assert.equal(kernels.length, header.length - 1);
-    kernels.forEach((k, i) =>
-      assert.ok(k > 0 && k <= wall[i]! + 1, `column ${header[i + 1]}: ${k} ms of kernels in ${wall[i]} ms`),
-    );
+    for (const [i, k] of kernels.entries()) {
+      assert.ok(k > 0 && k <= wall[i]! + 1, `column ${header[i + 1]}: ${k} ms of kernels in ${wall[i]} ms`);
+    }
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
