@@ -168,9 +168,7 @@ export async function runPatchBench(o: PatchBenchOptions, progress: Progress): P
     };
     const flops = await flopsPerStep(model.dir, base.batch, height, width);
     const plans = planRows(o, base);
-    const rounds = o.rounds ?? 1;
-    if (!Number.isInteger(rounds) || rounds < 1)
-      throw new Error(`--rounds: expected an integer >= 1, got ${rounds}`);
+    const rounds = o.rounds ?? 1; // the CLI checked it is an integer >= 1
     const outcomes: RowOutcome<PatchRowResult>[][] = plans.map(() => []);
     for (let round = 1; round <= rounds; round++) {
       for (const [i, plan] of plans.entries()) {
