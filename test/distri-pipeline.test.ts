@@ -3,6 +3,8 @@
 // bit-deterministic, and a failing rank ends the run with an error naming it.
 import assert from 'node:assert/strict';
 import { existsSync, readdirSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { nchwcBlockSize } from '../src/graph/nchwc.js';
 import type { Tensor } from '../src/io/tensor.js';
@@ -245,10 +247,15 @@ test('naive patches by columns and alternating rows/columns run, and one column 
   assert.ok(rel(one!.latents.data, ref.latents.data) < 1e-5);
 });
 
-test('the shared weight copy (conv filters stored for NCHWc) loses its name once the ranks map it, so a killed run leaks no memory', {
+test('the shared weight copies (conv filters stored for NCHWc, linear weights with packed GEMM copies) lose their names once the ranks map them, so a killed run leaks no memory', {
   skip: skipWithoutFixtures || (!existsSync('/dev/shm') && 'no /dev/shm'),
 }, async () => {
-  const copies = () => readdirSync('/dev/shm').filter((n) => n.startsWith('distrifusion-weights-'));
+  const copies = () =>
+    [tmpdir(), '/dev/shm'].flatMap((d) =>
+      readdirSync(d)
+        .filter((n) => /^distrifusion-(weights|packed)-/.test(n))
+        .map((n) => join(d, n)),
+    );
   const already = new Set(copies());
   const during: string[] = [];
   const pipe = DistriSDXLPipeline.fromPipeline(base, UNET, {
@@ -269,7 +276,7 @@ test('the shared weight copy (conv filters stored for NCHWc) loses its name once
     assert.ok(rel(r.latents.data as Float32Array, want.latents.data as Float32Array) < 1e-5);
     // The copy holds conv filters reordered for ORT's NCHWc kernel wherever this CPU has one.
     const block = await nchwcBlockSize();
-    assert.deepEqual(pipe.weightSharing, { shared: true, nchwcBlock: block });
+    assert.deepEqual(pipe.weightSharing, { shared: true, nchwcBlock: block, packedGemm: true });
   } finally {
     await pipe.close();
   }

@@ -38,6 +38,7 @@ export interface PatchBenchOptions {
   timeoutMs: number;
   shareWeights: PatchRowSpec['shareWeights'];
   nchwcWeights: boolean;
+  packedGemm: boolean;
   /** Also run 1 rank × 1 thread and 1 rank × (max ranks · threads) to compare with (default true). */
   baselines?: boolean;
   weights: WeightOptions;
@@ -165,6 +166,7 @@ export async function runPatchBench(o: PatchBenchOptions, progress: Progress): P
       timeoutMs: o.timeoutMs,
       shareWeights: o.shareWeights,
       nchwcWeights: o.nchwcWeights,
+      packedGemm: o.packedGemm,
     };
     const flops = await flopsPerStep(model.dir, base.batch, height, width);
     const plans = planRows(o, base);
@@ -261,7 +263,7 @@ export function patchTable(report: PatchBenchReport): string {
       const res = r.result;
       return [
         r.key,
-        res ? (res.sharedWeights ? `shared${res.nchwcBlock ? ` nchwc${res.nchwcBlock}` : ''}` : 'own') : '-',
+        res ? weightsLabel(res) : '-',
         fmt(res?.warmup.ms),
         fmt(res?.async.ms),
         x(r.speedup),
@@ -278,4 +280,12 @@ export function patchTable(report: PatchBenchReport): string {
       ];
     }),
   );
+}
+
+/** How a row's ranks held the weights: 'own', or 'shared' with the layouts the shared copy was stored in. */
+function weightsLabel(r: PatchRowResult): string {
+  if (!r.sharedWeights) return 'own';
+  return ['shared', r.nchwcBlock ? `nchwc${r.nchwcBlock}` : '', r.packedGemm ? 'packed' : '']
+    .filter(Boolean)
+    .join(' ');
 }

@@ -33,6 +33,7 @@ function result(launchMs: number, peakRssBytes: number, steps: StepRecord[]): Pa
     primed: true,
     sharedWeights: true,
     nchwcBlock: 0,
+    packedGemm: false,
     exchangePoints: 3,
     launchMs,
     warmup: phase,

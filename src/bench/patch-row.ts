@@ -29,12 +29,14 @@ export interface PatchRowSpec {
   prime: boolean;
   timeoutMs: number;
   /**
-   * Ranks map one shared float32 copy of the weights (prepacking off, 'extended' level): 'auto' does so
+   * Ranks map one shared float32 copy of the weights ('extended' level): 'auto' does so
    * for several CPU ranks, as the pipelines do.
    */
   shareWeights: 'auto' | 'on' | 'off';
   /** Shared conv filters are stored reordered for ORT's NCHWc kernel (where this CPU has it). */
   nchwcWeights: boolean;
+  /** Shared linear weights come with ORT's packed GEMM copies, mapped by every rank. */
+  packedGemm: boolean;
   /** DistriConfig.lowMemory. */
   lowMemory: boolean;
   /** Sessions write ORT profiles named from this prefix (EngineOptions.profilePrefix). */
@@ -85,6 +87,8 @@ export interface PatchRowResult {
   sharedWeights: boolean;
   /** The NCHWc block its conv filters were reordered for (0: none). */
   nchwcBlock: number;
+  /** Whether its linear weights came with shared packed GEMM copies. */
+  packedGemm: boolean;
   exchangePoints: number;
   /** RankPool.launch: worker start, model load and graph compilation on every rank. */
   launchMs: number;
@@ -150,6 +154,7 @@ export async function runPatchRow(s: PatchRowSpec, progress: Progress = () => {}
     latentWidth: w,
     ...(s.shareWeights === 'auto' ? {} : { shareWeights: s.shareWeights === 'on' }),
     nchwcWeights: s.nchwcWeights,
+    packedGemmWeights: s.packedGemm,
     ...(s.ortProfilePrefix ? { engine: { profilePrefix: s.ortProfilePrefix } } : {}),
   });
   const pool = launched.pool;
@@ -205,6 +210,7 @@ export async function runPatchRow(s: PatchRowSpec, progress: Progress = () => {}
       primed: s.prime,
       sharedWeights: launched.sharedWeights,
       nchwcBlock: launched.nchwcBlock,
+      packedGemm: launched.packedGemm,
       exchangePoints: pool.points.length,
       launchMs,
       warmup: summarise(records.filter((r) => r.phase === 'warmup')),

@@ -51,6 +51,7 @@ interface PatchFlags extends CommonFlags {
   ortProfile?: string;
   shareWeights: string;
   nchwcWeights: string;
+  packedGemm: string;
   baselines: boolean;
 }
 
@@ -185,12 +186,17 @@ export function registerBenchCommand(program: Command, io: BenchIO = STDIO): voi
       .option('--no-baselines', 'skip the 1 rank × 1 thread and 1 rank × N threads rows (no speedups then)')
       .option(
         '--share-weights <mode>',
-        'ranks map one shared float32 weight copy (prepacking off): auto (several CPU ranks), on or off',
+        'ranks map one shared float32 weight copy: auto (several CPU ranks), on or off',
         'auto',
       )
       .option(
         '--nchwc-weights <on|off>',
         "shared conv filters are stored reordered for ORT's NCHWc kernel, where the CPU has it",
+        'on',
+      )
+      .option(
+        '--packed-gemm <on|off>',
+        "shared linear weights come with ORT's packed GEMM copies (packed once, mapped by every rank)",
         'on',
       )
       .option(
@@ -232,6 +238,7 @@ export function registerBenchCommand(program: Command, io: BenchIO = STDIO): voi
         baselines: f.baselines,
         shareWeights: parseNameList('--share-weights', f.shareWeights, ['auto', 'on', 'off'] as const)[0]!,
         nchwcWeights: parseNameList('--nchwc-weights', f.nchwcWeights, ['on', 'off'] as const)[0] === 'on',
+        packedGemm: parseNameList('--packed-gemm', f.packedGemm, ['on', 'off'] as const)[0] === 'on',
         weights: weightOptions(f),
         isolate: f.isolate,
         rounds: int('--rounds', f.rounds)!,

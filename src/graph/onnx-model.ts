@@ -1,5 +1,7 @@
 // ONNX ModelProto serialisation for the subset our graphs use (field numbers from onnx.proto).
+
 import { type DType, onnxTypeCode } from './dtype.js';
+import { protoFields, protoMessages, protoString } from './protobuf-reader.js';
 import { ProtoWriter } from './protobuf-writer.js';
 
 export type Attr =
@@ -36,6 +38,11 @@ export interface ExternalLocation {
   location: string;
   offset: number;
   length: number;
+  /**
+   * ORT's pre-packed copies of this weight in the same file, as ORT writes them when it saves a model with
+   * `session.save_external_prepacked_constant_initializers`: `<op>+<hash>|<offset>;<length>;<checksum>`.
+   */
+  prepacked?: readonly string[];
 }
 
 export interface OnnxInitializer {
@@ -111,6 +118,7 @@ function writeInitializer(w: ProtoWriter, t: OnnxInitializer): void {
       ['location', ext.location],
       ['offset', String(ext.offset)],
       ['length', String(ext.length)],
+      ...(ext.prepacked ?? []).map((v, i): [string, string] => [`prepacked_${i}`, v]),
     ];
     for (const [k, v] of entries) w.message(13, (e) => e.string(1, k).string(2, v));
     w.int(14, 1);
@@ -142,4 +150,33 @@ export function serializeModel(graph: OnnxGraph): Uint8Array {
     for (const v of graph.outputs) g.message(12, (vw) => writeValueInfo(vw, v));
   });
   return w.finish();
+}
+
+/** The external-data entries (location, offset, length, prepacked_N...) of each initializer of a saved model. */
+export function readExternalInitializers(
+  model: Uint8Array,
+  what: string,
+): Array<{ name: string; external: Map<string, string> }> {
+  const out: Array<{ name: string; external: Map<string, string> }> = [];
+  for (const graph of protoMessages(model, 7, what)) {
+    for (const tensor of protoMessages(graph, 5, what)) {
+      let name = '';
+      const external = new Map<string, string>();
+      for (const f of protoFields(tensor, what)) {
+        if (f.wire !== 2) continue;
+        if (f.field === 8) name = protoString(f.value);
+        else if (f.field === 13) {
+          let key = '';
+          let value = '';
+          for (const e of protoFields(f.value, what)) {
+            if (e.wire === 2 && e.field === 1) key = protoString(e.value);
+            else if (e.wire === 2 && e.field === 2) value = protoString(e.value);
+          }
+          external.set(key, value);
+        }
+      }
+      out.push({ name, external });
+    }
+  }
+  return out;
 }

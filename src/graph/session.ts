@@ -198,7 +198,12 @@ async function createMappedSession(
       name: w.name,
       dtype: w.dtype,
       shape: w.entry.shape,
-      external: { location: names.get(real[i]!)!, offset: w.entry.offset, length: w.entry.byteLength },
+      external: {
+        location: names.get(real[i]!)!,
+        offset: w.entry.offset,
+        length: w.entry.byteLength,
+        ...(w.entry.prepacked ? { prepacked: w.entry.prepacked } : {}),
+      },
     }));
     const model = serializeModel({
       ...graph,

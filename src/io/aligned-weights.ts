@@ -37,13 +37,13 @@ export type WeightRelayout = (
 ) => { data: Float32Array; layout: string } | undefined;
 
 /**
- * Writes every weight of `store` widened to float32 at a page-aligned offset of one file in shared memory,
- * each in the layout `relayout` picks. The file is deleted by dispose(); sessions that mapped it keep their
- * mapping until they are released.
+ * Writes every weight of `store` that `include` accepts, widened to float32, at a page-aligned offset of one
+ * file in shared memory, each in the layout `relayout` picks. The file is deleted by dispose(); sessions that
+ * mapped it keep their mapping until they are released.
  */
 export async function alignWeights(
   store: WeightStore,
-  options: { dir?: string; relayout?: WeightRelayout } = {},
+  options: { dir?: string; relayout?: WeightRelayout; include?: (entry: WeightEntry) => boolean } = {},
 ): Promise<AlignedWeights> {
   const dir = options.dir ?? sharedMemoryDir();
   const folder = await mkdtemp(join(dir, 'distrifusion-weights-'));
@@ -55,6 +55,7 @@ export async function alignWeights(
     const byFile = new Map<string, WeightEntry[]>();
     for (const key of store.keys()) {
       const e = store.entry(key);
+      if (options.include && !options.include(e)) continue;
       byFile.set(e.file, [...(byFile.get(e.file) ?? []), e]);
     }
     for (const [path, list] of byFile) {

@@ -12,6 +12,8 @@ export interface WeightEntry {
   byteLength: number;
   /** How the bytes are laid out when not plain row-major (e.g. 'OIHWBiBo8', a conv filter reordered for NCHWc). */
   layout?: string;
+  /** ORT pre-packed copies of the weight in the same file (see ExternalLocation.prepacked). */
+  prepacked?: string[];
 }
 
 // Legacy key names of older checkpoints, renamed on load as diffusers does

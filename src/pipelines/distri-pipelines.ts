@@ -23,7 +23,7 @@ abstract class DistriPipeline<P extends BasePipeline> {
   readonly config: DistriConfig;
   private pool: RankPool | undefined;
   private poolKey = '';
-  private weights: { shared: boolean; nchwcBlock: number } | undefined;
+  private weights: { shared: boolean; nchwcBlock: number; packedGemm: boolean } | undefined;
 
   protected constructor(
     readonly base: P,
@@ -36,9 +36,10 @@ abstract class DistriPipeline<P extends BasePipeline> {
 
   /**
    * How the running ranks hold the UNet weights: `shared` (one float32 copy mapped by every rank, CPU
-   * ranks) and the NCHWc block its conv filters are stored for (0: plain). Undefined before generate().
+   * ranks), the NCHWc block its conv filters are stored for (0: plain), and whether its linear weights come
+   * with ORT's packed GEMM copies, mapped by every rank. Undefined before generate().
    */
-  get weightSharing(): { shared: boolean; nchwcBlock: number } | undefined {
+  get weightSharing(): { shared: boolean; nchwcBlock: number; packedGemm: boolean } | undefined {
     return this.weights;
   }
 
@@ -68,7 +69,11 @@ abstract class DistriPipeline<P extends BasePipeline> {
     });
     this.pool = launched.pool;
     this.poolKey = key;
-    this.weights = { shared: launched.sharedWeights, nchwcBlock: launched.nchwcBlock };
+    this.weights = {
+      shared: launched.sharedWeights,
+      nchwcBlock: launched.nchwcBlock,
+      packedGemm: launched.packedGemm,
+    };
     return this.pool;
   }
 

@@ -1,7 +1,9 @@
 // The program each rank runs for a patch-parallel UNet: models/ and parallel/ meet here.
+import { tmpdir } from 'node:os';
 import { nchwcBlockSize, nchwcRelayout } from '../graph/nchwc.js';
+import { packLinearWeights } from '../graph/packed-gemm.js';
 import { type AlignedWeightsIndex, alignWeights } from '../io/aligned-weights.js';
-import { WeightStore } from '../io/weights.js';
+import { type WeightEntry, WeightStore } from '../io/weights.js';
 import { UNet2DConditionModel } from '../models/unet-2d-condition.js';
 import type { RankProgram } from '../parallel/program.js';
 import { RankPool, type RankPoolOptions } from '../parallel/rank-pool.js';
@@ -49,7 +51,11 @@ export interface UNetPool {
   sharedWeights: boolean;
   /** The NCHWc block the shared conv filters were reordered for (0: plain OIHW). */
   nchwcBlock: number;
+  /** Whether the shared linear weights come with ORT's packed GEMM copies (see packLinearWeights). */
+  packedGemm: boolean;
 }
+
+const isLinearWeight = (e: WeightEntry): boolean => e.shape.length === 2;
 
 /**
  * Launches the ranks of a UNet. With several ranks on CPU, the weights are first copied once, as float32
@@ -64,17 +70,35 @@ export async function launchUNetPool(
     variant?: string;
     shareWeights?: boolean;
     nchwcWeights?: boolean;
+    packedGemmWeights?: boolean;
   },
 ): Promise<UNetPool> {
-  const { variant, shareWeights, nchwcWeights, ...poolOptions } = options;
+  const { variant, shareWeights, nchwcWeights, packedGemmWeights, ...poolOptions } = options;
   const cpuOnly = poolOptions.config.devices.every((d) => d === 'cpu');
   const share = shareWeights ?? (cpuOnly && poolOptions.config.ranks > 1);
   // The shared copy holds conv filters already reordered for ORT's NCHWc kernel, which the 'extended' level
   // would not give the ranks. Measured, two ranks at 768²: SD 1.5 async step 35.6 s vs 39.8 s; SDXL neutral.
   const block = share && cpuOnly && nchwcWeights !== false ? await nchwcBlockSize() : 0;
+  // Packed GEMM weights: the linear weights and their packed copies go to files on disk (the unpacked halves
+  // are read once, at load, and may leave the page cache); the rest of the copy goes beside them, since a
+  // session maps all its weight files through hard links in one folder.
+  const packGemm = share && cpuOnly && packedGemmWeights !== false;
   const aligned = share
-    ? await alignWeights(unet.weights, block > 0 ? { relayout: nchwcRelayout(block) } : {})
+    ? await alignWeights(unet.weights, {
+        ...(block > 0 ? { relayout: nchwcRelayout(block) } : {}),
+        ...(packGemm ? { include: (e: WeightEntry) => !isLinearWeight(e), dir: tmpdir() } : {}),
+      })
     : undefined;
+  const packed = packGemm
+    ? await packLinearWeights(unet.weights, isLinearWeight, tmpdir()).catch(async (e) => {
+        await aligned?.dispose();
+        throw e;
+      })
+    : undefined;
+  const dispose = async () => {
+    await aligned?.dispose();
+    await packed?.dispose();
+  };
   try {
     const pool = await RankPool.launch({
       ...poolOptions,
@@ -83,17 +107,25 @@ export async function launchUNetPool(
         args: {
           modelDir: unetDir,
           ...(variant ? { variant } : {}),
-          ...(aligned ? { aligned: aligned.index } : {}),
+          ...(aligned
+            ? {
+                aligned: {
+                  ...aligned.index,
+                  entries: [...aligned.index.entries, ...(packed?.entries ?? [])],
+                },
+              }
+            : {}),
         } satisfies UNetRankProgramArgs,
       },
-      // Prepacking and the 'all' level's NCHWc weight reordering would each give every session a private
-      // copy of its weights again; measured: 2 ranks of SD 1.5 at 256², PSS 5.2 GB shared vs 12.8 GB.
+      // Private prepacking and the 'all' level's NCHWc weight reordering would each give every session its
+      // own copy of the weights again; measured: 2 ranks of SD 1.5 at 256², PSS 5.2 GB shared vs 12.8 GB.
+      // Prepacking stays on with packed GEMM weights: ORT then maps their packed copies instead.
       ...(aligned
         ? {
             engine: {
               optimization: 'extended' as const,
               ...poolOptions.engine,
-              prepacking: false,
+              prepacking: packed !== undefined,
               memoryPattern: false,
               weights: 'mmap' as const,
             },
@@ -102,10 +134,15 @@ export async function launchUNetPool(
     });
     // Every session has mapped the copy by now: deleting its name leaves the memory to the mappings, and
     // gives it back to the system however this process ends (a killed run would otherwise leak it).
-    await aligned?.dispose();
-    return { pool, sharedWeights: aligned !== undefined, nchwcBlock: block };
+    await dispose();
+    return {
+      pool,
+      sharedWeights: aligned !== undefined,
+      nchwcBlock: block,
+      packedGemm: packed !== undefined,
+    };
   } catch (e) {
-    await aligned?.dispose();
+    await dispose();
     throw e;
   }
 }

@@ -1,0 +1,112 @@
+import assert from 'node:assert/strict';
+import { existsSync, readFileSync, statSync } from 'node:fs';
+import { open } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { test } from 'node:test';
+import ort from 'onnxruntime-node';
+import { fixture, skipWithoutFixtures } from '../../test/helpers/fixtures.js';
+import { SafetensorsFile } from '../io/safetensors.js';
+import { WeightStore } from '../io/weights.js';
+import { attr, type OnnxGraph } from './onnx-model.js';
+import { packLinearWeights } from './packed-gemm.js';
+import { createSession } from './session.js';
+
+/** Resident mappings of a file (by inode) in this process: [file offset, resident kB]. */
+function residentMappings(file: string): Array<[number, number]> {
+  const inode = String(statSync(file).ino);
+  const lines = readFileSync('/proc/self/smaps', 'utf8').split('\n');
+  const out: Array<[number, number]> = [];
+  for (let i = 0; i < lines.length; i++) {
+    const f = lines[i]!.split(/\s+/);
+    if (!/^[0-9a-f]+-[0-9a-f]+$/.test(f[0]!) || f[4] !== inode) continue;
+    for (let j = i + 1; j < lines.length && !/^[0-9a-f]+-[0-9a-f]+ /.test(lines[j]!); j++) {
+      const m = /^Rss:\s+(\d+) kB/.exec(lines[j]!);
+      if (m && Number(m[1]) > 0) out.push([Number.parseInt(f[2]!, 16), Number(m[1])]);
+    }
+  }
+  return out;
+}
+
+test('packed GEMM weights: ORT packs every linear weight once into files, and sessions map those packed copies', {
+  skip: skipWithoutFixtures || (!existsSync('/proc/self/smaps') && 'no /proc/self/smaps'),
+}, async () => {
+  const file = fixture('sdxl-tiny', 'unet', 'diffusion_pytorch_model.safetensors');
+  const store = await WeightStore.fromFiles(file, [file]);
+  const linear = store.keys().filter((k) => store.entry(k).shape.length === 2);
+  const packed = await packLinearWeights(store, (e) => e.shape.length === 2, tmpdir());
+  try {
+    assert.deepEqual(packed.entries.map((e) => e.key).sort(), [...linear].sort());
+    const src = await SafetensorsFile.open(file);
+    for (const e of packed.entries) {
+      assert.ok(e.prepacked && e.prepacked.length > 0, `${e.key} has a packed copy`);
+      // The unpacked weight ORT wrote beside the packed copy is the checkpoint's, widened to float32.
+      const got = new Float32Array(e.byteLength / 4);
+      const h = await open(e.file, 'r');
+      await h.read(new Uint8Array(got.buffer), 0, e.byteLength, e.offset);
+      await h.close();
+      assert.deepEqual(got, (await src.readFloat32(e.key)).data, e.key);
+    }
+    await src.close();
+
+    // Two sessions multiply by the largest weight: both must map its packed copy, and compute x·Wᵀ.
+    const w = packed.entries.reduce((a, b) => (b.byteLength > a.byteLength ? b : a));
+    const [out, inF] = w.shape as [number, number];
+    const rows = 33;
+    const graph: OnnxGraph = {
+      name: 'packed-gemm',
+      nodes: [
+        {
+          opType: 'Gemm',
+          domain: '',
+          inputs: ['x', w.key],
+          outputs: ['y'],
+          attrs: { transB: attr.int(1) },
+          name: 'g',
+        },
+      ],
+      inputs: [{ name: 'x', dtype: 'float32', shape: [rows, inF] }],
+      outputs: [{ name: 'y', dtype: 'float32', shape: [rows, out] }],
+      initializers: [],
+    };
+    const x = Float32Array.from({ length: rows * inF }, (_, i) => Math.sin(i * 0.37));
+    const reader = await SafetensorsFile.open(file);
+    const weight = (await reader.readFloat32(w.key)).data;
+    await reader.close();
+    const want = new Float64Array(rows * out);
+    for (let r = 0; r < rows; r++) {
+      for (let o = 0; o < out; o++) {
+        let s = 0;
+        for (let k = 0; k < inF; k++) s += x[r * inF + k]! * weight[o * inF + k]!;
+        want[r * out + o] = s;
+      }
+    }
+    const before = residentMappings(w.file).length;
+    const opts = { threads: 1, optimization: 'extended', prepacking: true, weights: 'mmap' } as const;
+    const sessions = [
+      await createSession(graph, [{ name: w.key, entry: w, dtype: 'float32' }], opts),
+      await createSession(graph, [{ name: w.key, entry: w, dtype: 'float32' }], opts),
+    ];
+    try {
+      for (const s of sessions) {
+        const y = (await s.run({ x: new ort.Tensor('float32', x, [rows, inF]) })).y!.data as Float32Array;
+        let num = 0;
+        let den = 0;
+        for (let i = 0; i < y.length; i++) {
+          num += (y[i]! - want[i]!) ** 2;
+          den += want[i]! ** 2;
+        }
+        assert.ok(Math.sqrt(num / den) < 1e-6, `rel L2 ${Math.sqrt(num / den)}`);
+      }
+      const blobStart = Math.min(...w.prepacked!.map((p) => Number(/\|(\d+);/.exec(p)![1])));
+      const mapped = residentMappings(w.file).filter(([off]) => off >= Math.floor(blobStart / 4096) * 4096);
+      assert.ok(
+        mapped.length - before >= 2,
+        `each session maps the packed copy from ${w.file} (resident mappings at or after ${blobStart}: ${JSON.stringify(mapped)})`,
+      );
+    } finally {
+      for (const s of sessions) await s.release();
+    }
+  } finally {
+    await packed.dispose();
+  }
+});
