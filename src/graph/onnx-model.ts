@@ -1,5 +1,4 @@
 // ONNX ModelProto serialisation for the subset our graphs use (field numbers from onnx.proto).
-
 import { type DType, onnxTypeCode } from './dtype.js';
 import { protoFields, protoMessages, protoString } from './protobuf-reader.js';
 import { ProtoWriter } from './protobuf-writer.js';

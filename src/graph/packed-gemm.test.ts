@@ -46,7 +46,6 @@ test('packed GEMM weights: ORT packs every linear weight once into files, and se
       await h.close();
       assert.deepEqual(got, (await src.readFloat32(e.key)).data, e.key);
     }
-    await src.close();
 
     // Two sessions multiply by the largest weight: both must map its packed copy, and compute x·Wᵀ.
     const w = packed.entries.reduce((a, b) => (b.byteLength > a.byteLength ? b : a));
@@ -69,9 +68,8 @@ test('packed GEMM weights: ORT packs every linear weight once into files, and se
       initializers: [],
     };
     const x = Float32Array.from({ length: rows * inF }, (_, i) => Math.sin(i * 0.37));
-    const reader = await SafetensorsFile.open(file);
-    const weight = (await reader.readFloat32(w.key)).data;
-    await reader.close();
+    const weight = (await src.readFloat32(w.key)).data;
+    await src.close();
     const want = new Float64Array(rows * out);
     for (let r = 0; r < rows; r++) {
       for (let o = 0; o < out; o++) {

@@ -25,8 +25,6 @@ export function gemmPackable(e: WeightEntry): boolean {
 export interface PackedGemmWeights {
   /** One entry per packed weight: the weight and its packed copy, in a file ORT wrote. */
   entries: WeightEntry[];
-  /** Bytes of the files (weights and their packed copies). */
-  bytes: number;
   dispose(): Promise<void>;
 }
 
@@ -64,13 +62,8 @@ export async function packGemmWeights(
       }
     }
     const out: WeightEntry[] = [];
-    let bytes = 0;
-    for (const [b, batch] of batches.entries()) {
-      const packed = await packBatch(batch, folder, `pack-${b}`);
-      out.push(...packed.entries);
-      bytes += packed.bytes;
-    }
-    return { entries: out, bytes, dispose: () => rm(folder, { recursive: true, force: true }) };
+    for (const [b, batch] of batches.entries()) out.push(...(await packBatch(batch, folder, `pack-${b}`)));
+    return { entries: out, dispose: () => rm(folder, { recursive: true, force: true }) };
   } catch (e) {
     await rm(folder, { recursive: true, force: true });
     throw e;
@@ -98,7 +91,7 @@ async function packBatch(
   batch: readonly WeightEntry[],
   folder: string,
   name: string,
-): Promise<{ entries: WeightEntry[]; bytes: number }> {
+): Promise<WeightEntry[]> {
   // The model that names the weights lives beside their file (external data must be in the model's folder).
   const source = batch[0]!.file;
   const input = join(dirname(source), `${name}-${process.pid}.onnx`);
@@ -148,8 +141,7 @@ async function packBatch(
     readExternalInitializers(await readFile(saved), saved).map((t) => [t.name, t.external] as const),
   );
   await rm(saved, { force: true });
-  let bytes = 0;
-  const entries = batch.map((e): WeightEntry => {
+  return batch.map((e): WeightEntry => {
     const ext = written.get(e.key);
     const prepacked = [...(ext?.entries() ?? [])]
       .filter(([k]) => k.startsWith('prepacked_'))
@@ -165,12 +157,6 @@ async function packBatch(
     if (length !== e.byteLength) {
       throw new Error(`${saved}: '${e.key}' saved with ${length} bytes, expected ${e.byteLength}`);
     }
-    for (const p of prepacked) {
-      const m = /\|(\d+);(\d+)/.exec(p);
-      if (m) bytes = Math.max(bytes, Number(m[1]) + Number(m[2]));
-    }
-    bytes = Math.max(bytes, offset + length);
     return { ...e, file: join(folder, dataFile), offset, prepacked };
   });
-  return { entries, bytes };
 }
