@@ -172,7 +172,9 @@ export async function runPatchRow(s: PatchRowSpec, progress: Progress = () => {}
     if (s.prime) {
       await run(0);
       progress(`primed the synchronous graph, ${memoryNow()}`);
-      if (s.steps > s.warmupSteps + 1) {
+      // Rows without exchange (one rank, CFG split alone) and full_sync rows run one graph: primed already.
+      const asyncGraph = s.parallelism === 'patch' && pool.points.length > 0 && s.mode !== 'full_sync';
+      if (asyncGraph && s.steps > s.warmupSteps + 1) {
         await run(s.warmupSteps + 1);
         progress(`primed the asynchronous graph, ${memoryNow()}`);
       }

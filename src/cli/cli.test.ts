@@ -8,6 +8,7 @@ import { after, before, test } from 'node:test';
 import { fixture, repoRoot, skipWithoutFixtures } from '../../test/helpers/fixtures.js';
 import { decodePng, imageFromTensor, type RgbImage } from '../io/png.js';
 import { readSafetensors } from '../io/safetensors.js';
+import { RANK_MALLOC_TUNABLES } from '../parallel/malloc-tunables.js';
 import { StableDiffusionPipeline } from '../pipelines/stable-diffusion.js';
 import { StableDiffusionXLPipeline } from '../pipelines/stable-diffusion-xl.js';
 
@@ -119,6 +120,19 @@ test('--help lists the generate flags; --version prints the package version', as
   const version = ok(await cli(['--version']), '--version');
   const pkg = JSON.parse(await readFile(join(repoRoot, 'package.json'), 'utf8'));
   assert.equal(version.stdout.trim(), pkg.version);
+});
+
+test("on Linux the command runs again with the ranks' malloc tunables, once, unless told not to", {
+  skip: process.platform !== 'linux',
+}, async () => {
+  const env = { GLIBC_TUNABLES: '', DISTRIFUSION_DEBUG: '1' };
+  const relaunched = ok(await cli(['--version'], env), '--version');
+  assert.equal(relaunched.stderr, `distrifusion: relaunching with GLIBC_TUNABLES=${RANK_MALLOC_TUNABLES}\n`);
+  assert.equal(relaunched.stdout.trim().split('\n').length, 1);
+  const usage = await cli(['generate'], env);
+  assert.equal(usage.code, 1, 'the exit code of the relaunched command');
+  const off = ok(await cli(['--version'], { ...env, DISTRIFUSION_MALLOC_TUNABLES: '0' }), '--version');
+  assert.equal(off.stderr, '');
 });
 
 test('the demo model: a PNG with the A1111 parameters; the same seed gives the same pixels', async () => {

@@ -1,8 +1,11 @@
 #!/usr/bin/env node
 // The `distrifusion` command. Errors print as `distrifusion: <message>` with exit code 1; the stack trace
 // only with DISTRIFUSION_DEBUG=1.
+import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
+import { constants as osConstants } from 'node:os';
 import { Command, CommanderError } from 'commander';
+import { withRankMallocTunables } from '../parallel/malloc-tunables.js';
 import { registerBenchCommand } from './bench-command.js';
 import { registerGenerateCommand } from './generate-command.js';
 
@@ -42,4 +45,36 @@ async function main(argv: string[]): Promise<void> {
   }
 }
 
-await main(process.argv);
+/**
+ * Runs this command again in a child process whose environment carries the ranks' glibc malloc settings
+ * (see parallel/malloc-tunables.ts; glibc reads them only at start-up). Resolves to its exit code, or to
+ * undefined where no relaunch is needed: not Linux, the settings already there, or
+ * DISTRIFUSION_MALLOC_TUNABLES=0.
+ */
+function relaunchWithMallocTunables(): Promise<number> | undefined {
+  const env = withRankMallocTunables(process.env);
+  if (!env) return undefined;
+  if (process.env.DISTRIFUSION_DEBUG === '1') {
+    process.stderr.write(`distrifusion: relaunching with GLIBC_TUNABLES=${env.GLIBC_TUNABLES}\n`);
+  }
+  const child = spawn(process.execPath, [...process.execArgv, ...process.argv.slice(1)], {
+    stdio: 'inherit',
+    env,
+  });
+  // A terminal's Ctrl-C reaches the child too (same process group); it cleans up and exits on its own.
+  process.on('SIGINT', () => {});
+  for (const signal of ['SIGTERM', 'SIGHUP'] as const) process.on(signal, () => child.kill(signal));
+  return new Promise((resolve) => {
+    child.on('error', (e) => {
+      process.stderr.write(`distrifusion: cannot relaunch ${process.execPath}: ${e.message}\n`);
+      resolve(1);
+    });
+    child.on('exit', (code, signal) =>
+      resolve(code ?? (signal ? 128 + (osConstants.signals[signal] ?? 0) : 1)),
+    );
+  });
+}
+
+const relaunched = relaunchWithMallocTunables();
+if (relaunched) process.exitCode = await relaunched;
+else await main(process.argv);
