@@ -3,11 +3,12 @@
 // recording weight store, so every key the model asks for exists; tensors are generated and written one at a
 // time (SDXL is 10.3 GB in F32).
 import { existsSync } from 'node:fs';
-import { mkdir, mkdtemp, open, rm, statfs, writeFile } from 'node:fs/promises';
+import { mkdir, open, rm, statfs, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { type JsonObject, readJson } from '../io/diffusers-folder.js';
 import { float32ToHalfArray } from '../io/half.js';
+import { makeTempFolder } from '../io/temp-folders.js';
 import { formatShape } from '../io/tensor.js';
 import { type WeightEntry, WeightStore } from '../io/weights.js';
 import { buildUNetGraph } from '../models/unet-2d-condition.js';
@@ -219,7 +220,7 @@ export async function createRandomUNet(
   } else {
     const parent = tmpdir();
     await checkDiskSpace(parent, bytes, what);
-    dir = await mkdtemp(join(parent, 'distrifusion-bench-'));
+    dir = await makeTempFolder(parent, 'distrifusion-bench');
     registerTempDir(dir);
   }
   const cleanup = async (): Promise<void> => {

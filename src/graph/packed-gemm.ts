@@ -4,10 +4,11 @@
 // can save packed copies beside a model (session.save_external_prepacked_constant_initializers) and maps
 // them, read-only, when a model names them: so every linear weight is packed once, by ORT itself, into files
 // that all sessions of all ranks map.
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { readFile, rm, writeFile } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import ort from 'onnxruntime-node';
 import { alignWeights } from '../io/aligned-weights.js';
+import { makeTempFolder } from '../io/temp-folders.js';
 import type { WeightEntry, WeightStore } from '../io/weights.js';
 import {
   attr,
@@ -47,7 +48,7 @@ export async function packGemmWeights(
       );
     }
   }
-  const folder = await mkdtemp(join(dir, 'distrifusion-packed-'));
+  const folder = await makeTempFolder(dir, 'distrifusion-packed');
   try {
     const batches: WeightEntry[][] = [];
     let size = Number.POSITIVE_INFINITY;

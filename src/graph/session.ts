@@ -1,9 +1,10 @@
 import { existsSync, readdirSync } from 'node:fs';
-import { link, mkdtemp, open, realpath, rm, writeFile } from 'node:fs/promises';
+import { link, open, realpath, rm, writeFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { availableParallelism, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import ort from 'onnxruntime-node';
+import { makeTempFolder } from '../io/temp-folders.js';
 import type { WeightUse } from './builder.js';
 import { type OnnxGraph, type OnnxInitializer, serializeModel } from './onnx-model.js';
 
@@ -159,7 +160,7 @@ async function loadWeightBlobs(
 /** A fresh folder on the same filesystem as `file` (hard links cannot cross filesystems). */
 async function linkFolderFor(file: string): Promise<string | undefined> {
   for (const base of [tmpdir(), dirname(file)]) {
-    const dir = await mkdtemp(join(base, '.distrifusion-')).catch(() => undefined);
+    const dir = await makeTempFolder(base, '.distrifusion-links').catch(() => undefined);
     if (!dir) continue;
     const ok = await link(file, join(dir, 'probe'))
       .then(() => true)

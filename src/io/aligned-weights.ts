@@ -3,10 +3,11 @@
 // (safetensors offsets are arbitrary, and fp16 weights need widening), and otherwise copies every weight
 // into every session: with a sync and an async graph per rank, that is two full copies per rank.
 import { existsSync } from 'node:fs';
-import { mkdtemp, open, rm } from 'node:fs/promises';
+import { open, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { bytesToFloat32, SafetensorsFile } from './safetensors.js';
+import { makeTempFolder } from './temp-folders.js';
 import { type WeightEntry, WeightStore } from './weights.js';
 
 const PAGE = 4096;
@@ -46,7 +47,7 @@ export async function alignWeights(
   options: { dir?: string; relayout?: WeightRelayout; include?: (entry: WeightEntry) => boolean } = {},
 ): Promise<AlignedWeights> {
   const dir = options.dir ?? sharedMemoryDir();
-  const folder = await mkdtemp(join(dir, 'distrifusion-weights-'));
+  const folder = await makeTempFolder(dir, 'distrifusion-weights');
   const file = join(folder, 'weights.f32');
   const entries: WeightEntry[] = [];
   const out = await open(file, 'w');
