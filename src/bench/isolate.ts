@@ -93,15 +93,19 @@ export function runIsolated<T extends RowTask>(
       clearInterval(poll);
       resolve(o);
     };
+    // The outcome is handed on when the child has exited, not when it reports: until then it still holds
+    // its memory, which the next row would otherwise count in its starting level of used memory.
+    let reported: RowOutcome<RowResultOf<T>> | undefined;
     child.on('message', (m: ChildMessage) => {
       if (m.type === 'progress') progress(m.message);
       else if (m.type === 'pss') peakPss = Math.max(peakPss, m.bytes);
       else if (m.type === 'result') {
-        finish({ result: m.result as RowResultOf<T>, ...memory(), peakRssBytes: m.peakRssBytes });
-      } else finish({ error: m.message, ...memory(), peakRssBytes: Math.max(peak, m.peakRssBytes) });
+        reported = { result: m.result as RowResultOf<T>, ...memory(), peakRssBytes: m.peakRssBytes };
+      } else reported = { error: m.message, ...memory(), peakRssBytes: Math.max(peak, m.peakRssBytes) };
     });
     child.on('error', (e) => finish({ error: `row process: ${e.message}`, ...memory() }));
     child.on('exit', (code, signal) => {
+      if (reported) return finish(reported);
       const why = signal
         ? `was killed by ${signal}${signal === 'SIGKILL' ? ' (out of memory?)' : ''}`
         : `exited with code ${code}`;
