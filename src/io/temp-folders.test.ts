@@ -34,11 +34,20 @@ test('folders of dead processes of this host are removed; live, foreign and unre
       (await readdir(parent)).sort(),
       [basename(own), names.livePacked, names.otherHost, names.unrelated].sort(),
     );
-    // Making a folder sweeps first.
+    // The first folder made in a parent swept it (the one made above, before the orphans existed); later
+    // ones do not walk the parent again.
     await mkdir(join(parent, names.deadWeights));
     const next = await makeTempFolder(parent, 'distrifusion-weights');
     assert.ok(existsSync(next));
-    assert.ok(!existsSync(join(parent, names.deadWeights)));
+    assert.ok(existsSync(join(parent, names.deadWeights)));
+    const fresh = await mkdtemp(join(tmpdir(), 'temp-folders-test-'));
+    try {
+      await mkdir(join(fresh, names.deadWeights));
+      await makeTempFolder(fresh, 'distrifusion-packed');
+      assert.ok(!existsSync(join(fresh, names.deadWeights)), 'the first folder in a parent sweeps it');
+    } finally {
+      await rm(fresh, { recursive: true, force: true });
+    }
   } finally {
     await rm(parent, { recursive: true, force: true });
   }

@@ -6,13 +6,20 @@ import { hostname } from 'node:os';
 import { join } from 'node:path';
 
 /** The prefixes this package makes folders under (mkdtemp adds six characters after the owner). */
-export type TempFolderKind =
-  | 'distrifusion-weights'
-  | 'distrifusion-packed'
-  | 'distrifusion-bench'
-  | '.distrifusion-links';
+const KINDS = [
+  'distrifusion-weights',
+  'distrifusion-packed',
+  'distrifusion-bench',
+  '.distrifusion-links',
+] as const;
+export type TempFolderKind = (typeof KINDS)[number];
 
-const OWNED = /^(\.distrifusion-links|distrifusion-(?:weights|packed|bench))-(.+)\.(\d+)-[A-Za-z0-9]{6}$/;
+const OWNED = new RegExp(
+  `^(?:${KINDS.map((k) => k.replace('.', '\\.')).join('|')})-(.+)\\.(\\d+)-[A-Za-z0-9]{6}$`,
+);
+
+/** Parents swept by this process: a session makes a link folder each, so sweep once, not per session. */
+const swept = new Set<string>();
 
 function hostTag(): string {
   return hostname().replace(/[^A-Za-z0-9_]/g, '_') || 'host';
@@ -38,15 +45,18 @@ export async function removeOrphanedTempFolders(parent: string): Promise<string[
   const removed: string[] = [];
   for (const name of names) {
     const m = OWNED.exec(name);
-    if (!m || m[2] !== host || processExists(Number(m[3]))) continue;
+    if (!m || m[1] !== host || processExists(Number(m[2]))) continue;
     await rm(join(parent, name), { recursive: true, force: true });
     removed.push(name);
   }
   return removed;
 }
 
-/** A new folder in `parent`, named after this host and process, after removing orphaned ones there. */
+/** A new folder in `parent`, named after this host and process; the first in a parent removes orphaned ones. */
 export async function makeTempFolder(parent: string, kind: TempFolderKind): Promise<string> {
-  await removeOrphanedTempFolders(parent);
+  if (!swept.has(parent)) {
+    swept.add(parent);
+    await removeOrphanedTempFolders(parent);
+  }
   return mkdtemp(join(parent, `${kind}-${hostTag()}.${process.pid}-`));
 }

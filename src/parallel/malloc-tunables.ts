@@ -15,7 +15,7 @@ export const RANK_MALLOC_TUNABLES = [
 ].join(':');
 
 /** Whether GLIBC_TUNABLES already sets any malloc tunable (the user's choice then stands). */
-export function hasMallocTunables(env: NodeJS.ProcessEnv): boolean {
+function hasMallocTunables(env: NodeJS.ProcessEnv): boolean {
   return (env.GLIBC_TUNABLES ?? '').split(':').some((t) => t.startsWith('glibc.malloc.'));
 }
 
