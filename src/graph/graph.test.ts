@@ -83,16 +83,30 @@ test('a UNet cut into segments at every exchange point computes what the uncut o
       const [y] = s.x.graph.exchange('halo', [s.x], [{ dtype: 'float32', shape: s.x.shape }]);
       return { x: y!, pads: [s.padding[0], s.padding[1], s.padding[0], s.padding[1]] };
     },
-    selfAttentionKV: (s) => s.kv.graph.exchange('kv', [s.kv], [{ dtype: 'float32', shape: s.kv.shape }])[0],
+    selfAttentionKV: (s) => {
+      const [k, v] = s.k.graph.exchange('kv', [s.k, s.v], [s.k, s.v]);
+      return { k: k!, v: v! };
+    },
     groupNormStats: (s) => {
       const m = F.momentsToStats(F.groupMoments(s.x, s.groups));
       return s.x.graph.exchange('gn', [m], [{ dtype: 'float32', shape: m.shape }])[0];
     },
   };
   const whole = await CompiledGraph.fromBuilder(buildUNetGraph(config, weights, spec), { threads: 1 });
-  const cut = await CompiledGraph.fromBuilder(buildUNetGraph(config, weights, { ...spec, hooks: identity }), {
-    threads: 1,
-  });
+  // Cutting must not change the arithmetic. Two things do, legitimately, by float32 rounding (about 1e-6
+  // here): GroupNorm statistics as exchanged moments (E[x], E[x²]), and ORT's NCHWc layout rewrite, which
+  // fuses differently across cuts ('all' level only). So the cut graph is compared with an uncut one that
+  // uses the same moments and the 'extended' level: they must agree bit for bit.
+  const asMoments: ExchangeHooks = { groupNormStats: (s) => F.momentsToStats(F.groupMoments(s.x, s.groups)) };
+  const sameArithmetic = { threads: 1, optimization: 'extended' as const };
+  const uncut = await CompiledGraph.fromBuilder(
+    buildUNetGraph(config, weights, { ...spec, hooks: asMoments }),
+    sameArithmetic,
+  );
+  const cut = await CompiledGraph.fromBuilder(
+    buildUNetGraph(config, weights, { ...spec, hooks: identity }),
+    sameArithmetic,
+  );
   // One segment, plus the prologue computed from the text conditioning alone.
   assert.equal(whole.segmentCount, 2);
   assert.equal(whole.plan.segments[0]!.invariant, true);
@@ -115,8 +129,9 @@ test('a UNet cut into segments at every exchange point computes what the uncut o
     })
   ).out_sample!.data as Float32Array;
   assert.equal(exchanges, cut.segmentCount - 2);
-  const c = compare(b, a);
-  assert.ok(c.relL2 < 1e-6, `cut vs whole rel L2 ${c.relL2}`);
+  assert.deepEqual(b, (await uncut.run(feeds)).out_sample!.data);
+  const torch = asFloat(io['out.sample']).data;
+  assert.ok(compare(b, torch).relL2 < 1e-5, `cut vs diffusers rel L2 ${compare(b, torch).relL2}`);
   // Filling the runner's buffers instead: they come from its pool and go back after their last reader, so
   // far fewer distinct buffers serve the exchanges than there are exchanges (34 for 108 here; one each
   // without the pool).
@@ -135,7 +150,7 @@ test('a UNet cut into segments at every exchange point computes what the uncut o
   ).out_sample!.data as Float32Array;
   assert.deepEqual(filled, b);
   assert.ok(seen.size < exchanges / 2, `${seen.size} buffers for ${exchanges} exchanges`);
-  assert.ok(compare(a, asFloat(io['out.sample']).data).relL2 < 1e-5);
+  assert.ok(compare(a, torch).relL2 < 1e-5);
   assert.ok(weightLoadingStats.mapped > 0, 'weights were not memory-mapped');
   // The prologue (cross-attention K/V, added embeddings) runs once while the conditioning is unchanged...
   const prologueMs = whole.segmentMs[0]!;
@@ -157,6 +172,7 @@ test('a UNet cut into segments at every exchange point computes what the uncut o
   await fresh.dispose();
   await whole.dispose();
   await cut.dispose();
+  await uncut.dispose();
 });
 
 test('devices: unknown names and missing providers fail with a clear error', async () => {

@@ -28,8 +28,14 @@ export interface GroupNormSite {
 
 export interface SelfAttentionSite {
   path: string;
-  /** This band's keys and values, fused: [B, tokens, 2·C] with K first. */
-  kv: SymTensor;
+  /** This band's keys and values, each [B, tokens, C]. */
+  k: SymTensor;
+  v: SymTensor;
+}
+
+export interface AttentionKV {
+  k: SymTensor;
+  v: SymTensor;
 }
 
 export interface ExchangeHooks {
@@ -41,5 +47,5 @@ export interface ExchangeHooks {
    */
   groupNormStats?(site: GroupNormSite): SymTensor | undefined;
   /** The keys and values self-attention attends to; undefined keeps this band's own. */
-  selfAttentionKV?(site: SelfAttentionSite): SymTensor | undefined;
+  selfAttentionKV?(site: SelfAttentionSite): AttentionKV | undefined;
 }

@@ -12,8 +12,7 @@ export interface AttentionSpec {
 
 /**
  * An Attention module (at the current module path) over tokens [B, S, C]. With no `context` it is
- * self-attention: K and V pass through the selfAttentionKV hook (DistriFusion swaps in the whole
- * image's K/V).
+ * self-attention: K and V pass through the selfAttentionKV hook.
  */
 export function attention(
   b: GraphBuilder,
@@ -25,17 +24,11 @@ export function attention(
   const inner = c;
   const q = linear(b, 'to_q', x, inner, spec.qkvBias);
   const source = context ?? x;
-  let k = linear(b, 'to_k', source, inner, spec.qkvBias);
-  let v = linear(b, 'to_v', source, inner, spec.qkvBias);
-  const hook = context ? undefined : b.hooks.selfAttentionKV;
-  if (hook) {
-    // K and V travel as one tensor. Two projections, not one over concatenated weights: ORT folds such
-    // a Concat into a private weight copy in every session, where separate Gemms map the shared weights.
-    const kv = F.concat([k, v], -1);
-    const swapped = hook({ path: b.path, kv });
-    if (swapped) [k, v] = F.split(swapped, [inner, inner], -1) as [SymTensor, SymTensor];
-  }
-  const out = F.attention(q, k, v, spec.heads);
+  const k = linear(b, 'to_k', source, inner, spec.qkvBias);
+  const v = linear(b, 'to_v', source, inner, spec.qkvBias);
+  // Self-attention only: DistriFusion swaps in the whole image's K/V.
+  const kv = (context ? undefined : b.hooks.selfAttentionKV?.({ path: b.path, k, v })) ?? { k, v };
+  const out = F.attention(q, kv.k, kv.v, spec.heads);
   // to_out.1 is dropout
   return b.scope('to_out', () => linear(b, '0', out, c));
 }

@@ -4,7 +4,7 @@
 import type { ExchangeMarker } from '../graph/builder.js';
 import type { HostTensor } from '../graph/runner.js';
 import type { SyncMode } from './config.js';
-import { type ExchangePoint, freshName } from './patch-hooks.js';
+import { type ExchangePoint, freshName, KV_PARTS } from './patch-hooks.js';
 import type { SharedExchange } from './shared-exchange.js';
 
 const f32 = Math.fround;
@@ -40,8 +40,16 @@ export interface PatchAssemblerOptions {
   warmupSteps: number;
 }
 
+interface FreshOutput {
+  point: ExchangePoint;
+  part: number;
+  parts: number;
+}
+
 export class PatchAssembler {
-  private readonly byFresh = new Map<string, ExchangePoint>();
+  private readonly byFresh = new Map<string, FreshOutput>();
+  /** Parts of a multi-part point written this step, announced when all are in. */
+  private readonly partsWritten = new Map<number, number>();
 
   private warmupSteps: number;
   /** The denoising step being run, and its sequence number (monotonic over every run of the pool). */
@@ -49,7 +57,15 @@ export class PatchAssembler {
   private seq = 0;
 
   constructor(private readonly o: PatchAssemblerOptions) {
-    for (const p of o.points) this.byFresh.set(freshName(p), p);
+    for (const point of o.points) {
+      if (point.kind === 'kv') {
+        for (const [i, part] of KV_PARTS.entries()) {
+          this.byFresh.set(freshName(point, part), { point, part: i, parts: KV_PARTS.length });
+        }
+      } else {
+        this.byFresh.set(freshName(point), { point, part: 0, parts: 1 });
+      }
+    }
     this.warmupSteps = o.warmupSteps;
   }
 
@@ -61,6 +77,7 @@ export class PatchAssembler {
     this.step = step;
     this.seq = seq;
     this.warmupSteps = warmupSteps;
+    this.partsWritten.clear();
   }
 
   private point(id: number, what: string): ExchangePoint {
@@ -80,11 +97,10 @@ export class PatchAssembler {
   ): HostTensor[] {
     const step = this.seq;
     const p = this.point(Number(marker.meta.point), marker.path);
-    const local = locals[0]!.data as Float32Array;
-    this.o.exchange.publish(p, step, local);
-    const pieces = Array.from({ length: this.o.members }, (_, k) =>
-      k === this.o.member ? local : this.o.exchange.read(p, k, step),
-    );
+    const ex = this.o.exchange;
+    for (const [i, t] of locals.entries()) ex.write(p, step, t.data as Float32Array, i, locals.length);
+    ex.announce(p, step);
+    const pieces = Array.from({ length: this.o.members }, (_, k) => ex.read(p, k, step));
     const out = into.map((t) => t.data as Float32Array);
     switch (p.kind) {
       case 'halo': {
@@ -95,7 +111,7 @@ export class PatchAssembler {
         break;
       }
       case 'kv':
-        tokens(p, pieces, 0, this.o.members, out[0]!);
+        for (const [part, o] of out.entries()) tokens(p, pieces, 0, this.o.members, part, o);
         break;
       case 'gn':
         combineMoments(pieces, p.weights, out[0]!);
@@ -131,13 +147,15 @@ export class PatchAssembler {
       case 'below':
         haloRows(p, ex.read(p, j + 1, s), 'top', data);
         break;
-      case 'before':
-      case 'after': {
-        const [from, to] = what === 'before' ? [0, j] : [j + 1, this.o.members];
+      case 'before_k':
+      case 'before_v':
+      case 'after_k':
+      case 'after_v': {
+        const [from, to] = what.startsWith('before') ? [0, j] : [j + 1, this.o.members];
         const pieces = Array.from({ length: this.o.members }, (_, k) =>
           k >= from && k < to ? ex.read(p, k, s) : undefined,
         );
-        tokens(p, pieces, from, to, data);
+        tokens(p, pieces, from, to, what.endsWith('k') ? 0 : 1, data);
         break;
       }
       case 'full':
@@ -171,9 +189,13 @@ export class PatchAssembler {
 
   /** Publishes an async step's fresh output; false when the name is not an exchange output. */
   publishFresh(name: string, t: HostTensor): boolean {
-    const p = this.byFresh.get(name);
-    if (!p) return false;
-    this.o.exchange.publish(p, this.seq, t.data as Float32Array);
+    const f = this.byFresh.get(name);
+    if (!f) return false;
+    const ex = this.o.exchange;
+    ex.write(f.point, this.seq, t.data as Float32Array, f.part, f.parts);
+    const written = (this.partsWritten.get(f.point.id) ?? 0) + 1;
+    this.partsWritten.set(f.point.id, written);
+    if (written === f.parts) ex.announce(f.point, this.seq);
     return true;
   }
 }
@@ -187,22 +209,27 @@ function haloRows(p: ExchangePoint, piece: Float32Array, edge: 'top' | 'bottom',
   }
 }
 
-/** Tokens of members [from, to) concatenated per batch entry: [B, Σ tokens, width]. */
+/**
+ * K (part 0) or V (part 1) of members [from, to) concatenated per batch entry: [B, Σ tokens, width], out
+ * of pieces laid out [K: B, tokens, width][V: B, tokens, width].
+ */
 function tokens(
   p: ExchangePoint,
   pieces: ReadonlyArray<Float32Array | undefined>,
   from: number,
   to: number,
+  part: number,
   out: Float32Array,
 ): void {
-  const width = p.channels;
+  const width = p.channels / 2;
   let total = 0;
   for (let k = from; k < to; k++) total += p.rowsPerMember[k]!;
   for (let b = 0; b < p.batch; b++) {
     let at = b * total * width;
     for (let k = from; k < to; k++) {
       const len = p.rowsPerMember[k]! * width;
-      out.set(pieces[k]!.subarray(b * len, (b + 1) * len), at);
+      const start = part * p.batch * len + b * len;
+      out.set(pieces[k]!.subarray(start, start + len), at);
       at += len;
     }
   }

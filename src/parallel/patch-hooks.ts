@@ -6,6 +6,7 @@
 import type { SymTensor } from '../graph/builder.js';
 import * as F from '../graph/functional.js';
 import type {
+  AttentionKV,
   Conv2dInput,
   Conv2dSite,
   ExchangeHooks,
@@ -25,7 +26,7 @@ export interface ExchangePoint {
   kind: ExchangeKind;
   path: string;
   batch: number;
-  /** halo: channels; kv: 2·channels (K then V); gn: groups. */
+  /** halo: channels; kv: 2·channels (all of K, then all of V); gn: groups. */
   channels: number;
   /** halo: columns; kv: 1; gn: 2 (E[x], E[x²]). */
   cols: number;
@@ -72,7 +73,15 @@ export interface PatchHooksOptions {
 
 /** Graph input / output names of the async phase. */
 export const staleName = (p: ExchangePoint, what: string): string => `stale:${p.id}:${what}`;
-export const freshName = (p: ExchangePoint): string => `fresh:${p.id}`;
+export const freshName = (p: ExchangePoint, part?: KVPart): string =>
+  part ? `fresh:${p.id}:${part}` : `fresh:${p.id}`;
+
+/**
+ * K/V points publish K and V as two parts of one slot: per member [K: B·tokens·C][V: B·tokens·C], so
+ * each part is one contiguous copy.
+ */
+export type KVPart = 'k' | 'v';
+export const KV_PARTS: readonly KVPart[] = ['k', 'v'];
 
 function gnIsExchanged(mode: SyncMode, phase: Phase): boolean {
   return phase === 'sync' || !(mode === 'separate_gn' || mode === 'no_sync');
@@ -103,8 +112,8 @@ export function createPatchHooks(o: PatchHooksOptions): ExchangeHooks {
     return point;
   };
 
-  const publish = (x: SymTensor, p: ExchangePoint): void => {
-    if (publishesInAsync(mode)) x.graph.output(freshName(p), x);
+  const publish = (x: SymTensor, p: ExchangePoint, part?: KVPart): void => {
+    if (publishesInAsync(mode)) x.graph.output(freshName(p, part), x);
   };
 
   function conv2dInput(site: Conv2dSite): Conv2dInput | undefined {
@@ -161,9 +170,8 @@ export function createPatchHooks(o: PatchHooksOptions): ExchangeHooks {
     return { x: F.concat(parts, 2), pads: [above ? 0 : p, pw, below ? 0 : p, pw] };
   }
 
-  function selfAttentionKV(site: SelfAttentionSite): SymTensor | undefined {
-    const kv = site.kv;
-    const [batch, tokens, width] = kv.shape as [number, number, number];
+  function selfAttentionKV(site: SelfAttentionSite): AttentionKV | undefined {
+    const [batch, tokens, width] = site.k.shape as [number, number, number];
     const levels = g.rows.map((_, l) => l).filter((l) => bandRows(g.bands[l]![j]!) * g.cols[l]! === tokens);
     if (levels.length !== 1) {
       throw new Error(`self-attention '${site.path}': cannot tell its UNet level from ${tokens} tokens`);
@@ -172,32 +180,32 @@ export function createPatchHooks(o: PatchHooksOptions): ExchangeHooks {
     const perMember = members.map((k) => bandRows(g.bands[level]![k]!) * g.cols[level]!);
     const point = register(site, 'kv', {
       batch,
-      channels: width,
+      channels: 2 * width,
       cols: 1,
       rowsPerMember: perMember,
       pad: 0,
       weights: [],
     });
     const total = perMember.reduce((a, b) => a + b, 0);
+    const graph = site.k.graph;
     if (phase === 'sync') {
-      return x0(
-        kv.graph.exchange('kv', [kv], [{ dtype: 'float32', shape: [batch, total, width] }], {
-          point: point.id,
-        }),
-      );
+      const whole = { dtype: 'float32' as const, shape: [batch, total, width] };
+      const [k, v] = graph.exchange('kv', [site.k, site.v], [whole, whole], { point: point.id });
+      return { k: k!, v: v! };
     }
     // A segment boundary here: the stale K/V (the largest inputs) then live only while their attention
     // runs, and the fresh K/V is published as soon as it is made, not held to the end of the step.
-    if (o.splitAtSelfAttention) kv.graph.split();
+    if (o.splitAtSelfAttention) graph.split();
     const before = perMember.slice(0, j).reduce((a, b) => a + b, 0);
     const after = total - before - tokens;
-    const parts = [
-      ...(before > 0 ? [kv.graph.input(staleName(point, 'before'), 'float32', [batch, before, width])] : []),
-      kv,
-      ...(after > 0 ? [kv.graph.input(staleName(point, 'after'), 'float32', [batch, after, width])] : []),
-    ];
-    publish(kv, point);
-    return F.concat(parts, 1);
+    // K and V stay apart, so that no Concat fuses them and no Split parts them again.
+    const whole = (own: SymTensor, part: KVPart): SymTensor => {
+      const stale = (where: 'before' | 'after', rows: number) =>
+        rows > 0 ? [graph.input(staleName(point, `${where}_${part}`), 'float32', [batch, rows, width])] : [];
+      publish(own, point, part);
+      return F.concat([...stale('before', before), own, ...stale('after', after)], 1);
+    };
+    return { k: whole(site.k, 'k'), v: whole(site.v, 'v') };
   }
 
   function groupNormStats(site: GroupNormSite): SymTensor | undefined {

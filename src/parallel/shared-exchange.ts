@@ -93,14 +93,27 @@ export class SharedExchange {
 
   /** Copies this rank's data for `step` into its slot and announces it. */
   publish(point: ExchangePoint, step: number, values: Float32Array): void {
+    this.write(point, step, values, 0, 1);
+    this.announce(point, step);
+  }
+
+  /**
+   * Copies part `part` of `parts` equal parts of this rank's data for `step` into its slot, without
+   * announcing it: `announce` once every part is in.
+   */
+  write(point: ExchangePoint, step: number, values: Float32Array, part: number, parts: number): void {
     const slot = this.slot(point, this.o.member, step);
-    if (values.length !== slot.length) {
+    const len = slot.length / parts;
+    if (values.length !== len) {
       throw new Error(
-        `rank ${this.rank}: ${point.kind} at '${point.path}' publishes ${values.length} values, slot holds ${slot.length}`,
+        `rank ${this.rank}: ${point.kind} at '${point.path}' publishes ${values.length} values${parts > 1 ? ` as part ${part + 1} of ${parts}` : ''}, slot holds ${len}`,
       );
     }
-    slot.set(values);
+    slot.set(values, part * len);
     this.bytesPublished += values.byteLength;
+  }
+
+  announce(point: ExchangePoint, step: number): void {
     const w = this.word(point, this.o.member);
     Atomics.store(this.seq, w, step + 1);
     Atomics.notify(this.seq, w);
