@@ -1,0 +1,129 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { PatchAssembler } from './patch-assembly.js';
+import type { ExchangePoint } from './patch-hooks.js';
+import { ABORT_WORDS, createExchangeBuffers, RankFailure, SharedExchange } from './shared-exchange.js';
+
+// One K/V point over 3 members with uneven bands: batch 2, width 2 (channels 4 = K then V), tokens 1, 2, 1.
+const point: ExchangePoint = {
+  id: 0,
+  key: 'kv@attn1',
+  kind: 'kv',
+  path: 'attn1',
+  batch: 2,
+  channels: 4,
+  cols: 1,
+  rowsPerMember: [1, 2, 1],
+  pad: 0,
+  weights: [],
+};
+const width = 2;
+
+/** K or V of member m: [batch, tokens, width], each value naming (part, member, batch, token, channel). */
+function piece(part: number, m: number): Float32Array {
+  const tokens = point.rowsPerMember[m]!;
+  const out = new Float32Array(point.batch * tokens * width);
+  for (let b = 0; b < point.batch; b++)
+    for (let t = 0; t < tokens; t++)
+      for (let c = 0; c < width; c++)
+        out[(b * tokens + t) * width + c] = part * 1e4 + m * 1e3 + b * 100 + t * 10 + c;
+  return out;
+}
+
+/** Members' K or V concatenated along tokens, per batch entry (what the graph's Concat sees). */
+function expected(part: number, members: number[]): Float32Array {
+  const values: number[] = [];
+  for (let b = 0; b < point.batch; b++) {
+    for (const m of members) {
+      const p = piece(part, m);
+      const len = point.rowsPerMember[m]! * width;
+      values.push(...p.subarray(b * len, (b + 1) * len));
+    }
+  }
+  return Float32Array.from(values);
+}
+
+function setup(timeoutMs = 50) {
+  const buffers = createExchangeBuffers([point], 3);
+  const abort = new SharedArrayBuffer(ABORT_WORDS * 4);
+  return [0, 1, 2].map((member) => {
+    const exchange = new SharedExchange({
+      points: [point],
+      members: 3,
+      member,
+      buffers,
+      abort,
+      timeoutMs,
+      rankOf: (m) => m,
+    });
+    const assembler = new PatchAssembler({
+      exchange,
+      points: [point],
+      member,
+      members: 3,
+      mode: 'corrected_async_gn',
+      warmupSteps: 0,
+    });
+    return { exchange, assembler };
+  });
+}
+
+test('K/V published as two parts: peers see it only once both are in, and assemble K and V apart', () => {
+  const ranks = setup();
+  // Step 1 (sequence 1) publishes fresh K/V; step 2 reads it as stale.
+  for (const [m, r] of ranks.entries()) {
+    r.assembler.begin(1, 1, 0);
+    // V first: the order of a segment's outputs is not fixed.
+    r.assembler.publishFresh('fresh:0:v', { data: piece(1, m), shape: [] });
+    if (m === 0) {
+      const reader = ranks[1]!.exchange;
+      assert.throws(() => reader.read(point, 0, 1), RankFailure, 'half a K/V point must not be announced');
+    }
+    assert.equal(r.assembler.publishFresh('fresh:0:k', { data: piece(0, m), shape: [] }), true);
+  }
+  const middle = ranks[1]!.assembler;
+  middle.begin(2, 2, 0);
+  const into = (tokens: number) => ({ data: new Float32Array(point.batch * tokens * width), shape: [] });
+  assert.deepEqual(middle.staleInput('stale:0:before_k', into(1)).data, expected(0, [0]));
+  assert.deepEqual(middle.staleInput('stale:0:before_v', into(1)).data, expected(1, [0]));
+  assert.deepEqual(middle.staleInput('stale:0:after_k', into(1)).data, expected(0, [2]));
+  assert.deepEqual(middle.staleInput('stale:0:after_v', into(1)).data, expected(1, [2]));
+  const first = ranks[0]!.assembler;
+  first.begin(2, 2, 0);
+  assert.deepEqual(first.staleInput('stale:0:after_v', into(3)).data, expected(1, [1, 2]));
+  assert.equal(first.publishFresh('fresh:0', { data: new Float32Array(), shape: [] }), false);
+});
+
+test('a synchronous K/V exchange assembles the whole image K and V from two locals each', () => {
+  const ranks = setup(5000);
+  const marker = { kind: 'kv', path: 'attn1', local: [], assembled: [], meta: { point: 0 } };
+  const total = 4;
+  const outs = new Map<number, Float32Array[]>();
+  // Members 2 and 0 publish first, so that member 1 finds every piece without waiting.
+  for (const m of [2, 0, 1]) {
+    const r = ranks[m]!;
+    r.assembler.begin(0, 0, 0);
+    const locals = [0, 1].map((part) => ({ data: piece(part, m), shape: [] }));
+    const into = [0, 1].map(() => ({ data: new Float32Array(point.batch * total * width), shape: [] }));
+    if (m === 1)
+      outs.set(
+        m,
+        r.assembler.exchangeSync(marker, locals, into).map((t) => t.data as Float32Array),
+      );
+    else {
+      for (const [i, t] of locals.entries()) r.exchange.write(point, 0, t.data, i, 2);
+      r.exchange.announce(point, 0);
+    }
+  }
+  const [k, v] = outs.get(1)!;
+  assert.deepEqual(k, expected(0, [0, 1, 2]));
+  assert.deepEqual(v, expected(1, [0, 1, 2]));
+});
+
+test('a part of the wrong length names the point, the part and both lengths', () => {
+  const [r] = setup();
+  assert.throws(
+    () => r!.exchange.write(point, 0, new Float32Array(3), 1, 2),
+    /rank 0: kv at 'attn1' publishes 3 values as part 2 of 2, slot holds 4/,
+  );
+});
