@@ -45,9 +45,9 @@ export interface DistriConfigInput {
   /**
    * Cut the asynchronous graph at every self-attention, without ORT's memory arena: the stale K/V then
    * lives only while its attention runs and the fresh K/V leaves as soon as it is made. Pays off only at
-   * large sizes. Measured, two SDXL ranks with packed shared weights: at 1024² peak PSS 19.7-20.0 GiB
-   * against 22.3 GiB without (separate runs, of 23.4 GiB); at 512² none (14.5 against 13.9 GiB, one A/B run over two
-   * rounds), asynchronous steps 3% slower.
+   * large sizes. Measured, two SDXL ranks with packed shared weights: at 1024² peak PSS 19.4-20.0 GiB
+   * against 22.3 GiB without (separate runs, of 23.4 GiB); at 512² none (14.5 against 13.9 GiB, one A/B
+   * run over two rounds), asynchronous steps 3% slower.
    * Default false.
    */
   lowMemory?: boolean;

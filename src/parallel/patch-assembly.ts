@@ -4,7 +4,7 @@
 import type { ExchangeMarker } from '../graph/builder.js';
 import type { HostTensor } from '../graph/runner.js';
 import type { SyncMode } from './config.js';
-import { type ExchangePoint, freshName, KV_PARTS } from './patch-hooks.js';
+import { type ExchangePoint, freshName, KV_PARTS, type KVPart } from './patch-hooks.js';
 import type { SharedExchange } from './shared-exchange.js';
 
 const f32 = Math.fround;
@@ -151,11 +151,12 @@ export class PatchAssembler {
       case 'before_v':
       case 'after_k':
       case 'after_v': {
-        const [from, to] = what.startsWith('before') ? [0, j] : [j + 1, this.o.members];
+        const [where, part] = what.split('_') as ['before' | 'after', KVPart];
+        const [from, to] = where === 'before' ? [0, j] : [j + 1, this.o.members];
         const pieces = Array.from({ length: this.o.members }, (_, k) =>
           k >= from && k < to ? ex.read(p, k, s) : undefined,
         );
-        tokens(p, pieces, from, to, what.endsWith('k') ? 0 : 1, data);
+        tokens(p, pieces, from, to, KV_PARTS.indexOf(part), data);
         break;
       }
       case 'full':
@@ -210,8 +211,8 @@ function haloRows(p: ExchangePoint, piece: Float32Array, edge: 'top' | 'bottom',
 }
 
 /**
- * K (part 0) or V (part 1) of members [from, to) concatenated per batch entry: [B, Σ tokens, width], out
- * of pieces laid out [K: B, tokens, width][V: B, tokens, width].
+ * Part `part` of KV_PARTS (K or V) of members [from, to) concatenated per batch entry: [B, Σ tokens, width],
+ * out of pieces laid out [K: B, tokens, width][V: B, tokens, width].
  */
 function tokens(
   p: ExchangePoint,
@@ -221,7 +222,7 @@ function tokens(
   part: number,
   out: Float32Array,
 ): void {
-  const width = p.channels / 2;
+  const width = p.channels / KV_PARTS.length;
   let total = 0;
   for (let k = from; k < to; k++) total += p.rowsPerMember[k]!;
   for (let b = 0; b < p.batch; b++) {

@@ -232,7 +232,7 @@ export function createPatchHooks(o: PatchHooksOptions): ExchangeHooks {
     const shape = [batch, site.groups, 2];
     let full: SymTensor;
     if (phase === 'sync' || mode === 'sync_gn') {
-      full = x0(x.graph.exchange('gn', [local], [{ dtype: 'float32', shape }], { point: point.id }));
+      full = x.graph.exchange('gn', [local], [{ dtype: 'float32', shape }], { point: point.id })[0]!;
     } else if (mode === 'corrected_async_gn') {
       // full = mean_k(stale_k) + (fresh_j − stale_j), in distrifuser's order of operations
       const staleFull = x.graph.input(staleName(point, 'full'), 'float32', shape);
@@ -249,10 +249,6 @@ export function createPatchHooks(o: PatchHooksOptions): ExchangeHooks {
   }
 
   return { conv2dInput, selfAttentionKV, groupNormStats };
-}
-
-function x0(ts: SymTensor[]): SymTensor {
-  return ts[0]!;
 }
 
 /** (E[x], E[x²]) → (mean, var); corrected_async_gn falls back to the local variance where var < 0. */

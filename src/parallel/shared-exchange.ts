@@ -91,15 +91,9 @@ export class SharedExchange {
     return this.data.subarray(off, off + pointElems(point, member));
   }
 
-  /** Copies this rank's data for `step` into its slot and announces it. */
-  publish(point: ExchangePoint, step: number, values: Float32Array): void {
-    this.write(point, step, values, 0, 1);
-    this.announce(point, step);
-  }
-
   /**
-   * Copies part `part` of `parts` equal parts of this rank's data for `step` into its slot, without
-   * announcing it: `announce` once every part is in.
+   * Copies part `part` of `parts` equal parts of this rank's data for `step` into its slot (a K/V point
+   * has two, K and V; others one), without announcing it: `announce` once every part is in.
    */
   write(point: ExchangePoint, step: number, values: Float32Array, part: number, parts: number): void {
     const slot = this.slot(point, this.o.member, step);
@@ -113,6 +107,7 @@ export class SharedExchange {
     this.bytesPublished += values.byteLength;
   }
 
+  /** Tells the peers that this rank's data for `step` is complete. */
   announce(point: ExchangePoint, step: number): void {
     const w = this.word(point, this.o.member);
     Atomics.store(this.seq, w, step + 1);
