@@ -197,18 +197,18 @@ describe('CLIPTokenizer edge cases', () => {
 });
 
 describe('CLIPTokenizer.fromPretrained errors', () => {
-  test('names the folder and the missing file', async () => {
+  test('names the folder and every missing file, whichever read fails first', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'clip-tok-'));
     try {
       await assert.rejects(CLIPTokenizer.fromPretrained(dir), (e: Error) => {
         assert.ok(e.message.includes(dir), e.message);
-        assert.match(e.message, /vocab\.json is missing/);
+        assert.match(e.message, /vocab\.json is missing, merges\.txt is missing$/);
         return true;
       });
       await writeFile(join(dir, 'vocab.json'), '{"a": 0}');
       await assert.rejects(CLIPTokenizer.fromPretrained(dir), (e: Error) => {
         assert.ok(e.message.includes(dir), e.message);
-        assert.match(e.message, /merges\.txt is missing/);
+        assert.match(e.message, /folder: merges\.txt is missing$/);
         return true;
       });
       await assert.rejects(

@@ -115,10 +115,7 @@ export class CLIPTokenizer {
    */
   static async fromPretrained(dir: string): Promise<CLIPTokenizer> {
     const vocabPath = join(dir, 'vocab.json');
-    const [vocabText, mergesText] = await Promise.all([
-      readRequired(dir, 'vocab.json'),
-      readRequired(dir, 'merges.txt'),
-    ]);
+    const [vocabText, mergesText] = await readRequired(dir, ['vocab.json', 'merges.txt']);
     const vocabulary = new JsonVocabulary(
       parseVocab(vocabPath, vocabText),
       mergeRanks(parseMerges(mergesText)),
@@ -209,15 +206,26 @@ export class CLIPTokenizer {
   }
 }
 
-async function readRequired(dir: string, name: string): Promise<string> {
-  try {
-    return await readFile(join(dir, name), 'utf8');
-  } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT' && !existsSync(dir)) throw new Error(`${dir}: tokenizer folder not found`);
-    const what = code === 'ENOENT' ? 'is missing' : `cannot be read (${code ?? (e as Error).message})`;
-    throw new Error(`${dir}: not a CLIP tokenizer folder: ${name} ${what}`);
+/** The files' texts, in order; one error names every file that is missing or unreadable. */
+async function readRequired<const N extends readonly string[]>(
+  dir: string,
+  names: N,
+): Promise<{ [K in keyof N]: string }> {
+  // Settled, not raced: with several files missing, the error must not depend on which read fails first.
+  const results = await Promise.allSettled(names.map((n) => readFile(join(dir, n), 'utf8')));
+  const problems = results.flatMap((r, i) => {
+    if (r.status === 'fulfilled') return [];
+    const code = (r.reason as NodeJS.ErrnoException).code;
+    const what = code === 'ENOENT' ? 'is missing' : `cannot be read (${code ?? (r.reason as Error).message})`;
+    return [{ code, text: `${names[i]} ${what}` }];
+  });
+  if (problems.some((p) => p.code === 'ENOENT') && !existsSync(dir)) {
+    throw new Error(`${dir}: tokenizer folder not found`);
   }
+  if (problems.length > 0) {
+    throw new Error(`${dir}: not a CLIP tokenizer folder: ${problems.map((p) => p.text).join(', ')}`);
+  }
+  return results.map((r) => (r as PromiseFulfilledResult<string>).value) as { [K in keyof N]: string };
 }
 
 async function readOptionalJson(path: string): Promise<Record<string, unknown> | undefined> {
