@@ -91,6 +91,7 @@ test('K/V published as two parts: peers see it only once both are in, and assemb
   const first = ranks[0]!.assembler;
   first.begin(2, 2, 0);
   assert.deepEqual(first.staleInput('stale:0:after_v', into(3)).data, expected(1, [1, 2]));
+  // A K/V point's fresh outputs are its parts only: a whole-point name is not one of this rank's outputs.
   assert.equal(first.publishFresh('fresh:0', { data: new Float32Array(), shape: [] }), false);
 });
 
