@@ -127,8 +127,10 @@ export class DistriSDXLPipeline extends DistriPipeline<StableDiffusionXLPipeline
     options: DistriPipelineOptions = {},
   ): Promise<DistriSDXLPipeline> {
     const { fault: _f, ...load } = options;
+    // Checked before loading: a bad config then costs no load, and leaves no loaded model behind.
+    const checked = distriConfig(config);
     const base = await StableDiffusionXLPipeline.fromPretrained(dir, load);
-    return new DistriSDXLPipeline(base, config, join(dir, 'unet'), options);
+    return new DistriSDXLPipeline(base, checked, join(dir, 'unet'), options);
   }
 
   /** Wraps an already loaded pipeline whose UNet lives in `unetDir`. */
@@ -153,8 +155,10 @@ export class DistriSDPipeline extends DistriPipeline<StableDiffusionPipeline> {
     options: DistriPipelineOptions = {},
   ): Promise<DistriSDPipeline> {
     const { fault: _f, ...load } = options;
+    // Checked before loading: a bad config then costs no load, and leaves no loaded model behind.
+    const checked = distriConfig(config);
     const base = await StableDiffusionPipeline.fromPretrained(dir, load);
-    return new DistriSDPipeline(base, config, join(dir, 'unet'), options);
+    return new DistriSDPipeline(base, checked, join(dir, 'unet'), options);
   }
 
   static fromPipeline(

@@ -9,6 +9,7 @@ import { CLIPTokenizer } from '../models/clip-tokenizer.js';
 import { type ModelOptions, UNet2DConditionModel } from '../models/unet-2d-condition.js';
 import { type Conditioning, defaultSize, textToImage, type UNetCall } from './denoise.js';
 import { asList, type GenerateOptions, type GenerateResult, positiveInt } from './generate-options.js';
+import { loadComponents } from './load-components.js';
 import { concatBatch, repeatEach, zerosLike } from './tensor-ops.js';
 
 export interface SDXLComponents {
@@ -33,15 +34,16 @@ export class StableDiffusionXLPipeline {
     options: PipelineOptions = {},
   ): Promise<StableDiffusionXLPipeline> {
     const index = await readJson(join(dir, 'model_index.json'));
-    const [unet, vae, textEncoder, textEncoder2, tokenizer, tokenizer2, schedulerConfig] = await Promise.all([
-      UNet2DConditionModel.fromPretrained(join(dir, 'unet'), options),
-      AutoencoderKL.fromPretrained(join(dir, 'vae'), options),
-      CLIPTextModel.fromPretrained(join(dir, 'text_encoder'), options),
-      CLIPTextModelWithProjection.fromPretrained(join(dir, 'text_encoder_2'), options),
-      CLIPTokenizer.fromPretrained(join(dir, 'tokenizer')),
-      CLIPTokenizer.fromPretrained(join(dir, 'tokenizer_2')),
-      readJson(join(dir, 'scheduler', 'scheduler_config.json')),
-    ]);
+    const [unet, vae, textEncoder, textEncoder2, tokenizer, tokenizer2, schedulerConfig] =
+      await loadComponents([
+        UNet2DConditionModel.fromPretrained(join(dir, 'unet'), options),
+        AutoencoderKL.fromPretrained(join(dir, 'vae'), options),
+        CLIPTextModel.fromPretrained(join(dir, 'text_encoder'), options),
+        CLIPTextModelWithProjection.fromPretrained(join(dir, 'text_encoder_2'), options),
+        CLIPTokenizer.fromPretrained(join(dir, 'tokenizer')),
+        CLIPTokenizer.fromPretrained(join(dir, 'tokenizer_2')),
+        readJson(join(dir, 'scheduler', 'scheduler_config.json')),
+      ]);
     const force = index.force_zeros_for_empty_prompt;
     return new StableDiffusionXLPipeline({
       unet,

@@ -8,6 +8,7 @@ import { CLIPTokenizer } from '../models/clip-tokenizer.js';
 import { UNet2DConditionModel } from '../models/unet-2d-condition.js';
 import { type Conditioning, defaultSize, textToImage, type UNetCall } from './denoise.js';
 import { asList, type GenerateOptions, type GenerateResult, positiveInt } from './generate-options.js';
+import { loadComponents } from './load-components.js';
 import type { PipelineOptions } from './stable-diffusion-xl.js';
 import { concatBatch, repeatEach } from './tensor-ops.js';
 
@@ -24,7 +25,7 @@ export class StableDiffusionPipeline {
 
   static async fromPretrained(dir: string, options: PipelineOptions = {}): Promise<StableDiffusionPipeline> {
     await readJson(join(dir, 'model_index.json'));
-    const [unet, vae, textEncoder, tokenizer, schedulerConfig] = await Promise.all([
+    const [unet, vae, textEncoder, tokenizer, schedulerConfig] = await loadComponents([
       UNet2DConditionModel.fromPretrained(join(dir, 'unet'), options),
       AutoencoderKL.fromPretrained(join(dir, 'vae'), options),
       CLIPTextModel.fromPretrained(join(dir, 'text_encoder'), options),
