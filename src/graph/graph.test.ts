@@ -12,6 +12,7 @@ import { GraphBuilder, ShapeError } from './builder.js';
 import * as F from './functional.js';
 import type { ExchangeHooks } from './hooks.js';
 import { CompiledGraph } from './runner.js';
+import { planSegments } from './segments.js';
 import { weightLoadingStats } from './session.js';
 
 test('ops check shapes at build time and name the op, the module path and both shapes', () => {
@@ -66,6 +67,42 @@ test('a graph runs and matches a float64 computation (conv with padding, exact g
   };
   const gelu = Array.from(xs, (v) => 0.5 * v * (1 + erf(v / Math.SQRT2)));
   assert.ok(compare(out.gelu!.data as Float32Array, gelu).relL2 < 1e-6);
+  await g.dispose();
+});
+
+test('outputs are written by the node that makes them, except where a copy is needed', async () => {
+  const b = new GraphBuilder('outs');
+  const x = b.input('x', 'float32', [2, 3]);
+  const y = F.mul(x, 3);
+  b.output('y_out', y); // made by Mul: no copy
+  b.split();
+  const z = F.add(y, 1); // y crosses the cut under its output name
+  b.output('z_a', z);
+  b.output('z_b', z); // a second name for z: a copy
+  b.output('x_out', x); // a graph input: a copy
+  const c = F.mul(b.constFloat([2], []), 5);
+  b.output('c_out', c); // made from constants alone: a copy
+  b.output('w', F.sub(z, y));
+  const plan = planSegments(b);
+  const identities = plan.segments.flatMap((sg) =>
+    sg.graph.nodes.filter((n) => n.opType === 'Identity').map((n) => n.outputs[0]),
+  );
+  assert.deepEqual(identities.sort(), ['c_out', 'x_out', 'z_b']);
+  assert.ok(!plan.segments.some((sg) => sg.graph.nodes.some((n) => n.inputs.includes(y.name))));
+  const g = await CompiledGraph.compile(plan, { threads: 1 });
+  const xs = [0.5, -1, 2, 3.25, 0, -7];
+  const out = await g.run({ x: { data: new Float32Array(xs), shape: [2, 3] } });
+  const want: Record<string, number[]> = {
+    y_out: xs.map((v) => v * 3),
+    z_a: xs.map((v) => v * 3 + 1),
+    z_b: xs.map((v) => v * 3 + 1),
+    x_out: xs,
+    c_out: [10],
+    w: xs.map(() => 1),
+  };
+  for (const [name, values] of Object.entries(want)) {
+    assert.deepEqual(Array.from(out[name]!.data as Float32Array), values, name);
+  }
   await g.dispose();
 });
 

@@ -5,6 +5,7 @@ import {
   type BuiltNode,
   type ExchangeMarker,
   type GraphBuilder,
+  type GraphItem,
   isMarker,
   type WeightUse,
 } from './builder.js';
@@ -42,12 +43,47 @@ export interface GraphPlan {
   invariantInputs: readonly string[];
 }
 
+/**
+ * The builder's items without the Identity copies that `output()` adds to give a tensor its output name:
+ * where a node of the graph makes that tensor, the node writes the output itself. ORT cannot remove such
+ * a copy (a graph output must be its own tensor), and each costs a pass over the data: the fresh K/V of
+ * every self-attention, in an asynchronous step. A tensor that is a graph input, a weight, a constant, an
+ * exchange local, another output, or the source of an earlier output keeps its copy.
+ */
+function withoutOutputCopies(b: GraphBuilder): GraphItem[] {
+  const outputs = new Set(b.outputs.map((o) => o.name));
+  const locals = new Set<string>();
+  const made = new Set<string>();
+  for (const item of b.items) {
+    if (isMarker(item)) {
+      if (item.marker === 'exchange') for (const l of item.exchange.local) locals.add(l);
+    } else if (!item.constant) for (const o of item.outputs) made.add(o);
+  }
+  const renamed = new Map<string, string>();
+  const dropped = new Set<BuiltNode>();
+  for (const item of b.items) {
+    if (isMarker(item) || item.opType !== 'Identity' || item.outputs.length !== 1) continue;
+    const [name, source] = [item.outputs[0]!, item.inputs[0]!];
+    if (item.name !== `${name}/identity` || !outputs.has(name)) continue;
+    if (!made.has(source) || outputs.has(source) || locals.has(source) || renamed.has(source)) continue;
+    renamed.set(source, name);
+    dropped.add(item);
+  }
+  if (renamed.size === 0) return b.items;
+  const rename = (names: string[]): string[] => names.map((n) => renamed.get(n) ?? n);
+  return b.items.flatMap((item): GraphItem[] => {
+    if (isMarker(item)) return [item];
+    if (dropped.has(item)) return [];
+    return [{ ...item, inputs: rename(item.inputs), outputs: rename(item.outputs) }];
+  });
+}
+
 /** Nodes computed only from invariant inputs and constants (not from constants alone). */
-function invariantNodes(b: GraphBuilder): Set<BuiltNode> {
+function invariantNodes(b: GraphBuilder, items: readonly GraphItem[]): Set<BuiltNode> {
   const known = new Set(b.invariantInputs);
   const out = new Set<BuiltNode>();
   if (known.size === 0) return out;
-  for (const item of b.items) {
+  for (const item of items) {
     if (isMarker(item) || item.constant) continue;
     const ok = item.inputs.every((i) => i === '' || known.has(i) || b.weights.has(i) || b.isConstantName(i));
     if (!ok) continue;
@@ -63,11 +99,12 @@ interface TensorInfo {
 }
 
 export function planSegments(b: GraphBuilder): GraphPlan {
-  const prologue = invariantNodes(b);
+  const items = withoutOutputCopies(b);
+  const prologue = invariantNodes(b, items);
   const groups: BuiltNode[][] = prologue.size > 0 ? [[...prologue], []] : [[]];
   const markers: Array<ExchangeMarker | undefined> = prologue.size > 0 ? [undefined] : [];
   const groupPaths: string[] = prologue.size > 0 ? ['prologue', ''] : [''];
-  for (const item of b.items) {
+  for (const item of items) {
     if (!isMarker(item) && prologue.has(item)) continue;
     if (isMarker(item)) {
       markers.push(item.marker === 'exchange' ? item.exchange : undefined);
