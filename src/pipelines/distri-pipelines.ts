@@ -20,19 +20,17 @@ export interface DistriPipelineOptions extends PipelineOptions {
 }
 
 abstract class DistriPipeline<P extends BasePipeline> {
-  readonly config: DistriConfig;
   private pool: RankPool | undefined;
   private poolKey = '';
   private weights: { shared: boolean; nchwcBlock: number; packedGemm: boolean } | undefined;
 
+  /** `config` already validated (distriConfig): validating it again would lose its per-rank devices. */
   protected constructor(
     readonly base: P,
-    config: DistriConfigInput,
+    readonly config: DistriConfig,
     private readonly unetDir: string,
     private readonly options: DistriPipelineOptions,
-  ) {
-    this.config = distriConfig(config);
-  }
+  ) {}
 
   /**
    * How the running ranks hold the UNet weights: `shared` (one float32 copy mapped by every rank, CPU
@@ -140,7 +138,7 @@ export class DistriSDXLPipeline extends DistriPipeline<StableDiffusionXLPipeline
     config: DistriConfigInput,
     options: DistriPipelineOptions = {},
   ) {
-    return new DistriSDXLPipeline(base, config, unetDir, options);
+    return new DistriSDXLPipeline(base, distriConfig(config), unetDir, options);
   }
 
   protected get defaultGuidance(): number {
@@ -167,7 +165,7 @@ export class DistriSDPipeline extends DistriPipeline<StableDiffusionPipeline> {
     config: DistriConfigInput,
     options: DistriPipelineOptions = {},
   ) {
-    return new DistriSDPipeline(base, config, unetDir, options);
+    return new DistriSDPipeline(base, distriConfig(config), unetDir, options);
   }
 
   protected get defaultGuidance(): number {

@@ -99,3 +99,18 @@ test('DistriSDXLPipeline.fromPretrained checks its config before loading anythin
   );
   assert.equal(load.mock.callCount(), 0);
 });
+
+test('DistriSDXLPipeline.fromPretrained keeps the config it checked, per-rank devices included', {
+  skip: skipWithoutFixtures,
+}, async () => {
+  const distri = await DistriSDXLPipeline.fromPretrained(
+    fixture('sdxl-tiny'),
+    { height: 64, width: 64, ranks: 2, device: ['cpu', 'cuda:0'] },
+    { threads: 1 },
+  );
+  try {
+    assert.deepEqual(distri.config.devices, ['cpu', 'cuda:0']);
+  } finally {
+    await distri.dispose();
+  }
+});
