@@ -37,6 +37,8 @@ export interface BuiltNode {
   path: string;
   /** Depends only on weights and constants: may be re-emitted in every segment that needs it. */
   constant: boolean;
+  /** The Identity output() adds to name a graph output: the segment planner may fold it into its source. */
+  outputCopy?: true;
 }
 
 export interface ExchangeMarker {
@@ -167,6 +169,7 @@ export class GraphBuilder {
         name: `${name}/identity`,
         path: this.path,
         constant: false,
+        outputCopy: true,
       });
       src = new SymTensor(this, name, t.dtype, t.shape);
     }

@@ -62,9 +62,8 @@ function withoutOutputCopies(b: GraphBuilder): GraphItem[] {
   const renamed = new Map<string, string>();
   const dropped = new Set<BuiltNode>();
   for (const item of b.items) {
-    if (isMarker(item) || item.opType !== 'Identity' || item.outputs.length !== 1) continue;
+    if (isMarker(item) || !item.outputCopy) continue;
     const [name, source] = [item.outputs[0]!, item.inputs[0]!];
-    if (item.name !== `${name}/identity` || !outputs.has(name)) continue;
     if (!made.has(source) || outputs.has(source) || locals.has(source) || renamed.has(source)) continue;
     renamed.set(source, name);
     dropped.add(item);
