@@ -6,13 +6,12 @@
 // and 0.5%. One heap that grows by brk and keeps what is freed serves the next step's same-sized blocks.
 // They must be in the environment when the process starts: glibc reads them once, before any code runs.
 
-// The heap also asks for transparent huge pages (where THP is in 'madvise' mode, as on Debian): a first touch
-// costs about 25 us per 4 KiB page on the VMs we measured, so 2 MiB pages halved launches (SD 1.5 512²:
-// 5-17 s against 21-37 s per bench row), halved exchange copy times (SDXL 1024²) and sped up most steps.
-
 /**
- * One malloc arena, no mmap-served blocks, never hand freed memory back, grow 64 MiB at a time, huge pages
- * for the heap (glibc >= 2.35; older ones ignore the setting).
+ * One malloc arena, no mmap-served blocks, never hand freed memory back, grow 64 MiB at a time, and
+ * transparent huge pages for the heap (where THP is in 'madvise' mode, as on Debian; glibc >= 2.35, older
+ * ones ignore it). A first touch costs about 25 us per 4 KiB page on the VMs we measured: with 2 MiB pages
+ * SD 1.5 512² bench rows launched in 5-17 s against 21-37 s, and one SDXL 1024² two-rank run copied its
+ * exchange data in half the time.
  */
 export const RANK_MALLOC_TUNABLES = [
   'glibc.malloc.arena_max=1',
