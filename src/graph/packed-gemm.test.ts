@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
-import { existsSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { test } from 'node:test';
 import ort from 'onnxruntime-node';
 import { fixture, skipWithoutFixtures } from '../../test/helpers/fixtures.js';
@@ -104,6 +105,63 @@ test('packed GEMM weights: ORT packs every linear weight once into files, and se
     } finally {
       for (const s of sessions) await s.release();
     }
+  } finally {
+    await packed.dispose();
+  }
+});
+
+/** Bytes in this process's temporary plain weight copies (alignWeights folders) under `dir`. */
+function plainCopyBytes(dir: string): number {
+  let bytes = 0;
+  for (const name of readdirSync(dir)) {
+    if (!name.startsWith('distrifusion-weights-') || !name.includes(`.${process.pid}-`)) continue;
+    try {
+      for (const f of readdirSync(join(dir, name))) bytes += statSync(join(dir, name, f)).size;
+    } catch {
+      // Removed between the listing and the stat.
+    }
+  }
+  return bytes;
+}
+
+test('packed GEMM weights: batches are widened one at a time, so the plain copy never holds every weight', {
+  skip: skipWithoutFixtures || (!existsSync('/dev/shm') && 'no /dev/shm'),
+}, async () => {
+  const file = fixture('sdxl-tiny', 'unet', 'diffusion_pytorch_model.safetensors');
+  const store = await WeightStore.fromFiles(file, [file]);
+  const linear = store.keys().filter((k) => store.entry(k).shape.length === 2);
+  const sizes = linear.map((k) => store.entry(k).shape.reduce((a, b) => a * b, 1) * 4);
+  const total = sizes.reduce((a, b) => a + b, 0);
+  const batchBytes = 64 * 1024;
+  assert.ok(total > 8 * batchBytes, `tiny SDXL has ${total} bytes of linear weights`);
+  // Sample the plain copies while ORT packs (its session creation runs off the event loop).
+  let peak = 0;
+  const timer = setInterval(() => {
+    peak = Math.max(peak, plainCopyBytes('/dev/shm'));
+  }, 1);
+  let packed: Awaited<ReturnType<typeof packLinearWeights>> | undefined;
+  try {
+    packed = await packLinearWeights(store, (e) => e.shape.length === 2, tmpdir(), batchBytes);
+  } finally {
+    clearInterval(timer);
+  }
+  try {
+    assert.deepEqual(packed.entries.map((e) => e.key).sort(), [...linear].sort());
+    assert.ok(new Set(packed.entries.map((e) => e.file)).size > 8, 'one packed file per batch');
+    const src = await SafetensorsFile.open(file);
+    for (const e of packed.entries) {
+      assert.ok(e.prepacked && e.prepacked.length > 0, `${e.key} has a packed copy`);
+      const got = new Float32Array(e.byteLength / 4);
+      const h = await open(e.file, 'r');
+      await h.read(new Uint8Array(got.buffer), 0, e.byteLength, e.offset);
+      await h.close();
+      assert.deepEqual(got, (await src.readFloat32(e.key)).data, e.key);
+    }
+    await src.close();
+    // A batch holds at most batchBytes, or one weight above that; each weight starts on a page.
+    const bound = Math.max(batchBytes, ...sizes) + 4096 * 64;
+    assert.ok(peak > 0 && peak <= bound, `peak plain copy ${peak} bytes, bound ${bound}, all ${total}`);
+    assert.equal(plainCopyBytes('/dev/shm'), 0, 'no plain copy is left behind');
   } finally {
     await packed.dispose();
   }

@@ -32,38 +32,56 @@ export interface PackedGemmWeights {
 // One packing session per batch: a session holds every packed copy of its batch on the heap until saved.
 const BATCH_BYTES = 512 * 2 ** 20;
 
-/**
- * Packs `entries` (float32 [out, in], each in a file ORT can map) the way a Gemm with transB packs them,
- * and writes each weight with its packed copy into files in a new folder under `dir`.
- */
-export async function packGemmWeights(
+/** Groups weights into batches of at most `limit` bytes of float32 (or one weight), each from one file. */
+function batchesOf(
   entries: readonly WeightEntry[],
-  dir: string,
-): Promise<PackedGemmWeights> {
+  float32Bytes: (e: WeightEntry) => number,
+  limit = BATCH_BYTES,
+): WeightEntry[][] {
+  const batches: WeightEntry[][] = [];
+  let size = Number.POSITIVE_INFINITY;
   for (const e of entries) {
-    if (!gemmPackable(e)) {
-      throw new Error(
-        `packing '${e.key}' for Gemm: expected a plain float32 [out, in] weight, found ${e.dtype} ` +
-          `[${e.shape.join(', ')}]${e.layout ? ` in layout ${e.layout}` : ''}`,
-      );
+    const last = batches.at(-1);
+    const bytes = float32Bytes(e);
+    if (!last || size + bytes > limit || last[0]!.file !== e.file) {
+      batches.push([e]);
+      size = bytes;
+    } else {
+      last.push(e);
+      size += bytes;
     }
   }
+  return batches;
+}
+
+/**
+ * Packs every batch in turn into a new folder under `dir`: `plainBatch` gives a batch's weights as plain
+ * float32 entries ORT can map (and a disposer, called once the batch is packed).
+ */
+async function packBatches<T>(
+  batches: readonly T[],
+  dir: string,
+  plainBatch: (batch: T) => Promise<{ entries: readonly WeightEntry[]; dispose?(): Promise<void> }>,
+): Promise<PackedGemmWeights> {
   const folder = await makeTempFolder(dir, 'distrifusion-packed');
   try {
-    const batches: WeightEntry[][] = [];
-    let size = Number.POSITIVE_INFINITY;
-    for (const e of entries) {
-      const last = batches.at(-1);
-      if (!last || size + e.byteLength > BATCH_BYTES || last[0]!.file !== e.file) {
-        batches.push([e]);
-        size = e.byteLength;
-      } else {
-        last.push(e);
-        size += e.byteLength;
+    const out: WeightEntry[] = [];
+    for (const [b, batch] of batches.entries()) {
+      const plain = await plainBatch(batch);
+      try {
+        for (const e of plain.entries) {
+          if (!gemmPackable(e)) {
+            throw new Error(
+              `packing '${e.key}' for Gemm: expected a plain float32 [out, in] weight, found ${e.dtype} ` +
+                `[${e.shape.join(', ')}]${e.layout ? ` in layout ${e.layout}` : ''}`,
+            );
+          }
+        }
+        out.push(...(await packBatch(plain.entries, folder, `pack-${b}`)));
+      } finally {
+        await plain.dispose?.();
       }
     }
-    const out: WeightEntry[] = [];
-    for (const [b, batch] of batches.entries()) out.push(...(await packBatch(batch, folder, `pack-${b}`)));
     return { entries: out, dispose: () => rm(folder, { recursive: true, force: true }) };
   } catch (e) {
     await rm(folder, { recursive: true, force: true });
@@ -72,20 +90,42 @@ export async function packGemmWeights(
 }
 
 /**
- * The weights of `store` that `include` picks, widened to float32 (a temporary copy in shared memory) and
- * packed by packGemmWeights into files under `dir`.
+ * Packs `entries` (float32 [out, in], each in a file ORT can map) the way a Gemm with transB packs them,
+ * and writes each weight with its packed copy into files in a new folder under `dir`.
+ */
+export async function packGemmWeights(
+  entries: readonly WeightEntry[],
+  dir: string,
+): Promise<PackedGemmWeights> {
+  return packBatches(
+    batchesOf(entries, (e) => e.byteLength),
+    dir,
+    async (batch) => ({ entries: batch }),
+  );
+}
+
+/**
+ * The weights of `store` that `include` picks, widened to float32 and packed by ORT into files under `dir`.
+ * Each batch is widened into its own temporary copy in shared memory, dropped once packed: a copy of every
+ * linear weight at once (9 GB for SDXL) beside the 18 GB of packed files made the kernel evict the first
+ * files written, which the sessions then read back in 4 KiB pages instead of the 2 MiB folios writes make.
  */
 export async function packLinearWeights(
   store: WeightStore,
   include: (e: WeightEntry) => boolean,
   dir: string,
+  batchBytes = BATCH_BYTES,
 ): Promise<PackedGemmWeights> {
-  const plain = await alignWeights(store, { include });
-  try {
-    return await packGemmWeights(plain.index.entries, dir);
-  } finally {
-    await plain.dispose();
-  }
+  const picked = store
+    .keys()
+    .map((k) => store.entry(k))
+    .filter(include);
+  const float32Bytes = (e: WeightEntry) => e.shape.reduce((a, b) => a * b, 1) * 4;
+  return packBatches(batchesOf(picked, float32Bytes, batchBytes), dir, async (batch) => {
+    const keys = new Set(batch.map((e) => e.key));
+    const plain = await alignWeights(store, { include: (e) => keys.has(e.key) });
+    return { entries: plain.index.entries, dispose: plain.dispose };
+  });
 }
 
 async function packBatch(

@@ -83,15 +83,14 @@ export async function launchUNetPool(
   // are read once, at load, and may leave the page cache); the rest of the copy goes beside them, since a
   // session maps all its weight files through hard links in one folder.
   const packGemm = share && cpuOnly && packedGemmWeights !== false;
+  // Packing first: the copy written last stays in the page cache as written, in 2 MiB folios.
+  const packed = packGemm ? await packLinearWeights(unet.weights, isLinearWeight, tmpdir()) : undefined;
   const aligned = share
     ? await alignWeights(unet.weights, {
         ...(block > 0 ? { relayout: nchwcRelayout(block) } : {}),
         ...(packGemm ? { include: (e: WeightEntry) => !isLinearWeight(e), dir: tmpdir() } : {}),
-      })
-    : undefined;
-  const packed = packGemm
-    ? await packLinearWeights(unet.weights, isLinearWeight, tmpdir()).catch(async (e) => {
-        await aligned?.dispose();
+      }).catch(async (e) => {
+        await packed?.dispose();
         throw e;
       })
     : undefined;
