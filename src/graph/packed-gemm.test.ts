@@ -7,9 +7,10 @@ import { test } from 'node:test';
 import ort from 'onnxruntime-node';
 import { fixture, skipWithoutFixtures } from '../../test/helpers/fixtures.js';
 import { SafetensorsFile } from '../io/safetensors.js';
+import { numel } from '../io/tensor.js';
 import { WeightStore } from '../io/weights.js';
 import { attr, type OnnxGraph } from './onnx-model.js';
-import { packLinearWeights } from './packed-gemm.js';
+import { type PackedGemmWeights, packLinearWeights } from './packed-gemm.js';
 import { createSession } from './session.js';
 
 /** Resident mappings of a file (by inode) in this process: [file offset, resident kB]. */
@@ -28,6 +29,23 @@ function residentMappings(file: string): Array<[number, number]> {
   return out;
 }
 
+/** Every linear weight has a packed copy, and the unpacked weight beside it is the checkpoint's, widened. */
+async function assertPackedAsCheckpoint(
+  packed: PackedGemmWeights,
+  linear: readonly string[],
+  src: SafetensorsFile,
+): Promise<void> {
+  assert.deepEqual(packed.entries.map((e) => e.key).sort(), [...linear].sort());
+  for (const e of packed.entries) {
+    assert.ok(e.prepacked && e.prepacked.length > 0, `${e.key} has a packed copy`);
+    const got = new Float32Array(e.byteLength / 4);
+    const h = await open(e.file, 'r');
+    await h.read(new Uint8Array(got.buffer), 0, e.byteLength, e.offset);
+    await h.close();
+    assert.deepEqual(got, (await src.readFloat32(e.key)).data, e.key);
+  }
+}
+
 test('packed GEMM weights: ORT packs every linear weight once into files, and sessions map those packed copies', {
   skip: skipWithoutFixtures || (!existsSync('/proc/self/smaps') && 'no /proc/self/smaps'),
 }, async () => {
@@ -36,17 +54,8 @@ test('packed GEMM weights: ORT packs every linear weight once into files, and se
   const linear = store.keys().filter((k) => store.entry(k).shape.length === 2);
   const packed = await packLinearWeights(store, (e) => e.shape.length === 2, tmpdir());
   try {
-    assert.deepEqual(packed.entries.map((e) => e.key).sort(), [...linear].sort());
     const src = await SafetensorsFile.open(file);
-    for (const e of packed.entries) {
-      assert.ok(e.prepacked && e.prepacked.length > 0, `${e.key} has a packed copy`);
-      // The unpacked weight ORT wrote beside the packed copy is the checkpoint's, widened to float32.
-      const got = new Float32Array(e.byteLength / 4);
-      const h = await open(e.file, 'r');
-      await h.read(new Uint8Array(got.buffer), 0, e.byteLength, e.offset);
-      await h.close();
-      assert.deepEqual(got, (await src.readFloat32(e.key)).data, e.key);
-    }
+    await assertPackedAsCheckpoint(packed, linear, src);
 
     // Two sessions multiply by the largest weight: both must map its packed copy, and compute x·Wᵀ.
     const w = packed.entries.reduce((a, b) => (b.byteLength > a.byteLength ? b : a));
@@ -130,7 +139,7 @@ test('packed GEMM weights: batches are widened one at a time, so the plain copy 
   const file = fixture('sdxl-tiny', 'unet', 'diffusion_pytorch_model.safetensors');
   const store = await WeightStore.fromFiles(file, [file]);
   const linear = store.keys().filter((k) => store.entry(k).shape.length === 2);
-  const sizes = linear.map((k) => store.entry(k).shape.reduce((a, b) => a * b, 1) * 4);
+  const sizes = linear.map((k) => numel(store.entry(k).shape) * 4);
   const total = sizes.reduce((a, b) => a + b, 0);
   const batchBytes = 64 * 1024;
   assert.ok(total > 8 * batchBytes, `tiny SDXL has ${total} bytes of linear weights`);
@@ -139,24 +148,16 @@ test('packed GEMM weights: batches are widened one at a time, so the plain copy 
   const timer = setInterval(() => {
     peak = Math.max(peak, plainCopyBytes('/dev/shm'));
   }, 1);
-  let packed: Awaited<ReturnType<typeof packLinearWeights>> | undefined;
+  let packed: PackedGemmWeights | undefined;
   try {
     packed = await packLinearWeights(store, (e) => e.shape.length === 2, tmpdir(), batchBytes);
   } finally {
     clearInterval(timer);
   }
   try {
-    assert.deepEqual(packed.entries.map((e) => e.key).sort(), [...linear].sort());
     assert.ok(new Set(packed.entries.map((e) => e.file)).size > 8, 'one packed file per batch');
     const src = await SafetensorsFile.open(file);
-    for (const e of packed.entries) {
-      assert.ok(e.prepacked && e.prepacked.length > 0, `${e.key} has a packed copy`);
-      const got = new Float32Array(e.byteLength / 4);
-      const h = await open(e.file, 'r');
-      await h.read(new Uint8Array(got.buffer), 0, e.byteLength, e.offset);
-      await h.close();
-      assert.deepEqual(got, (await src.readFloat32(e.key)).data, e.key);
-    }
+    await assertPackedAsCheckpoint(packed, linear, src);
     await src.close();
     // A batch holds at most batchBytes, or one weight above that; each weight starts on a page.
     const bound = Math.max(batchBytes, ...sizes) + 4096 * 64;

@@ -9,6 +9,7 @@ import { basename, dirname, join } from 'node:path';
 import ort from 'onnxruntime-node';
 import { alignWeights } from '../io/aligned-weights.js';
 import { makeTempFolder } from '../io/temp-folders.js';
+import { numel } from '../io/tensor.js';
 import type { WeightEntry, WeightStore } from '../io/weights.js';
 import {
   attr,
@@ -32,18 +33,14 @@ export interface PackedGemmWeights {
 // One packing session per batch: a session holds every packed copy of its batch on the heap until saved.
 const BATCH_BYTES = 512 * 2 ** 20;
 
-/** Groups weights into batches of at most `limit` bytes of float32 (or one weight), each from one file. */
-function batchesOf(
-  entries: readonly WeightEntry[],
-  float32Bytes: (e: WeightEntry) => number,
-  limit = BATCH_BYTES,
-): WeightEntry[][] {
+/** Groups weights into batches of at most `limit` bytes once widened to float32 (or one larger weight). */
+function batchesOf(entries: readonly WeightEntry[], limit: number): WeightEntry[][] {
   const batches: WeightEntry[][] = [];
-  let size = Number.POSITIVE_INFINITY;
+  let size = 0;
   for (const e of entries) {
+    const bytes = numel(e.shape) * 4;
     const last = batches.at(-1);
-    const bytes = float32Bytes(e);
-    if (!last || size + bytes > limit || last[0]!.file !== e.file) {
+    if (!last || size + bytes > limit) {
       batches.push([e]);
       size = bytes;
     } else {
@@ -55,57 +52,8 @@ function batchesOf(
 }
 
 /**
- * Packs every batch in turn into a new folder under `dir`: `plainBatch` gives a batch's weights as plain
- * float32 entries ORT can map (and a disposer, called once the batch is packed).
- */
-async function packBatches<T>(
-  batches: readonly T[],
-  dir: string,
-  plainBatch: (batch: T) => Promise<{ entries: readonly WeightEntry[]; dispose?(): Promise<void> }>,
-): Promise<PackedGemmWeights> {
-  const folder = await makeTempFolder(dir, 'distrifusion-packed');
-  try {
-    const out: WeightEntry[] = [];
-    for (const [b, batch] of batches.entries()) {
-      const plain = await plainBatch(batch);
-      try {
-        for (const e of plain.entries) {
-          if (!gemmPackable(e)) {
-            throw new Error(
-              `packing '${e.key}' for Gemm: expected a plain float32 [out, in] weight, found ${e.dtype} ` +
-                `[${e.shape.join(', ')}]${e.layout ? ` in layout ${e.layout}` : ''}`,
-            );
-          }
-        }
-        out.push(...(await packBatch(plain.entries, folder, `pack-${b}`)));
-      } finally {
-        await plain.dispose?.();
-      }
-    }
-    return { entries: out, dispose: () => rm(folder, { recursive: true, force: true }) };
-  } catch (e) {
-    await rm(folder, { recursive: true, force: true });
-    throw e;
-  }
-}
-
-/**
- * Packs `entries` (float32 [out, in], each in a file ORT can map) the way a Gemm with transB packs them,
- * and writes each weight with its packed copy into files in a new folder under `dir`.
- */
-export async function packGemmWeights(
-  entries: readonly WeightEntry[],
-  dir: string,
-): Promise<PackedGemmWeights> {
-  return packBatches(
-    batchesOf(entries, (e) => e.byteLength),
-    dir,
-    async (batch) => ({ entries: batch }),
-  );
-}
-
-/**
- * The weights of `store` that `include` picks, widened to float32 and packed by ORT into files under `dir`.
+ * The weights of `store` that `include` picks, widened to float32 and packed by ORT the way a Gemm with
+ * transB packs them, each written with its packed copy into files in a new folder under `dir`.
  * Each batch is widened into its own temporary copy in shared memory, dropped once packed: one copy of every
  * linear weight (9 GB for SDXL, unswappable) took a shared SDXL launch to 9 GiB of used memory, against 1.4.
  */
@@ -119,12 +67,31 @@ export async function packLinearWeights(
     .keys()
     .map((k) => store.entry(k))
     .filter(include);
-  const float32Bytes = (e: WeightEntry) => e.shape.reduce((a, b) => a * b, 1) * 4;
-  return packBatches(batchesOf(picked, float32Bytes, batchBytes), dir, async (batch) => {
-    const keys = new Set(batch.map((e) => e.key));
-    const plain = await alignWeights(store, { include: (e) => keys.has(e.key) });
-    return { entries: plain.index.entries, dispose: plain.dispose };
-  });
+  const folder = await makeTempFolder(dir, 'distrifusion-packed');
+  try {
+    const out: WeightEntry[] = [];
+    for (const [b, batch] of batchesOf(picked, batchBytes).entries()) {
+      const keys = new Set(batch.map((e) => e.key));
+      const plain = await alignWeights(store, { include: (e) => keys.has(e.key) });
+      try {
+        for (const e of plain.index.entries) {
+          if (!gemmPackable(e)) {
+            throw new Error(
+              `packing '${e.key}' for Gemm: expected a plain float32 [out, in] weight, found ${e.dtype} ` +
+                `[${e.shape.join(', ')}]${e.layout ? ` in layout ${e.layout}` : ''}`,
+            );
+          }
+        }
+        out.push(...(await packBatch(plain.index.entries, folder, `pack-${b}`)));
+      } finally {
+        await plain.dispose();
+      }
+    }
+    return { entries: out, dispose: () => rm(folder, { recursive: true, force: true }) };
+  } catch (e) {
+    await rm(folder, { recursive: true, force: true });
+    throw e;
+  }
 }
 
 async function packBatch(
