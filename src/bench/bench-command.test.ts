@@ -8,7 +8,7 @@ import { test } from 'node:test';
 import { Command } from 'commander';
 import { fixture, skipWithoutFixtures } from '../../test/helpers/fixtures.js';
 import { registerBenchCommand } from '../cli/bench-command.js';
-import type { PatchBenchReport } from './patch-bench.js';
+import { type PatchBenchReport, toBeatThreads } from './patch-bench.js';
 import type { UnetBenchReport } from './unet-bench.js';
 
 const tinyConfig = fixture('sdxl-tiny', 'unet', 'config.json');
@@ -116,7 +116,16 @@ test('bench patch: 1x1, 1x2 and 2x1 patch rows at 64x64, 2 steps, 2 rounds', {
       json,
     ]);
     assert.ok(out.includes('2 rounds of every row'), 'the header names the rounds');
-    for (const h of ['async ms', 'vs 1x1', 'vs 1x2', 'exchanged/step', 'wait ms', 'peak RSS', 'launch s']) {
+    for (const h of [
+      'async ms',
+      'vs 1x1',
+      'vs 1x2',
+      'exchanged/step',
+      'rank compute ms',
+      'wait ms',
+      'peak RSS',
+      'launch s',
+    ]) {
       assert.ok(out.includes(h), `table lacks '${h}'`);
     }
     const report = JSON.parse(await readFile(json, 'utf8')) as PatchBenchReport;
@@ -146,6 +155,15 @@ test('bench patch: 1x1, 1x2 and 2x1 patch rows at 64x64, 2 steps, 2 rounds', {
     const split = report.rows[2]!.result!;
     assert.ok(split.exchangePoints > 0 && split.async.bytesPerStep > 0, 'two patch ranks exchange');
     assert.equal(report.rows[0]!.speedup, 1);
+    // The 2x1 row's fastest and slowest rank: medians, here of two steps, of their compute times.
+    const computes = split.steps
+      .filter((st) => st.phase === 'async')
+      .map((st) => st.perRank.map((p) => p.computeMs));
+    assert.equal(computes.length, 2);
+    const mid = (v: number[]) => ((v[0]! + v[1]!) / 2).toFixed(0);
+    const spread = `${mid(computes.map((c) => Math.min(...c)))} / ${mid(computes.map((c) => Math.max(...c)))}`;
+    const row = out.split('\n').find((l) => l.startsWith('2x1 patch'));
+    assert.ok(row?.split(/\s{2,}/).includes(spread), `no rank compute '${spread}' in: ${row}`);
 
     // Every session wrote its profile; `bench profile` regroups them per row, round, rank and graph.
     const files = (await readdir(join(dir, 'profiles'))).map((f) => join(dir, 'profiles', f));
@@ -177,6 +195,13 @@ test('bench patch: 1x1, 1x2 and 2x1 patch rows at 64x64, 2 steps, 2 rounds', {
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
+});
+
+test('bench patch: the row to beat has as many threads as the ranks, up to the cores', () => {
+  assert.equal(toBeatThreads(2, 1, 2), 2);
+  assert.equal(toBeatThreads(4, 1, 2), 2, 'four ranks on two cores race 1 x 2, not 1 x 4');
+  assert.equal(toBeatThreads(4, 1, 16), 4);
+  assert.equal(toBeatThreads(2, 2, 16), 4);
 });
 
 test('bench patch: flag errors name the flag', async () => {
