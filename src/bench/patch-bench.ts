@@ -86,7 +86,6 @@ export interface PatchBenchReport {
 
 type RowPlan = Pick<PatchBenchRow, 'key' | 'role'> & { spec: PatchRowSpec };
 
-/** The rows: 1×1, 1×(max ranks · threads), then every multi-rank combination (deduplicated). */
 /**
  * The threads of the row to beat: one rank with as many threads as the ranks use together, but no more than
  * the cores. Ranks beyond the cores take turns on them, while intra-op threads beyond the cores spin against
@@ -96,6 +95,7 @@ export function toBeatThreads(ranks: number, threadsPerRank: number, cores: numb
   return Math.min(ranks * threadsPerRank, cores);
 }
 
+/** The rows: 1×1, the row to beat (toBeatThreads), then every multi-rank combination (deduplicated). */
 function planRows(
   o: PatchBenchOptions,
   base: Omit<PatchRowSpec, 'ranks' | 'threadsPerRank' | 'parallelism' | 'mode' | 'splitBatch' | 'lowMemory'>,
@@ -296,8 +296,7 @@ export function patchTable(report: PatchBenchReport): string {
 
 /**
  * Medians over the asynchronous steps of the fastest and the slowest rank's compute time. A step ends with its
- * slowest rank, so the gap is time the faster ranks' cores sat idle: on a VM whose cores run at different
- * speeds, the price of splitting the work evenly.
+ * slowest rank, so the gap is time the faster ranks sat idle.
  */
 function rankComputeSpread(r: PatchRowResult): string {
   const steps = r.steps.filter((s) => s.phase === 'async' && s.perRank.length > 0);
