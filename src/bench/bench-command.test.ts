@@ -215,5 +215,9 @@ test('bench patch: flag errors name the flag', async () => {
     /--ranks: expected a comma-separated list of positive integers/,
   );
   await assert.rejects(runBench(['patch', '--sync-mode', 'fast']), /--sync-mode: 'fast' is not one of/);
+  await assert.rejects(
+    runBench(['patch', '--low-memory', 'on,maybe']),
+    /--low-memory: 'maybe' is not off, on or a size in MiB/,
+  );
   await assert.rejects(runBench(['unet', '--dtype', 'f8']), /--dtype: expected f32 or f16, got 'f8'/);
 });

@@ -29,8 +29,11 @@ export interface PatchBenchOptions {
   parallelism: Parallelism[];
   modes: SyncMode[];
   splitBatch: boolean[];
-  /** DistriConfig.lowMemory for the patch rows: off, on, or both. */
-  lowMemory: boolean[];
+  /**
+   * DistriConfig.lowMemory for the patch rows: false is off, a number is on with that
+   * lowMemorySegmentBytes, undefined on with its default. One row each.
+   */
+  lowMemory: Array<false | number | undefined>;
   height?: number;
   width?: number;
   steps: number;
@@ -98,7 +101,10 @@ export function toBeatThreads(ranks: number, threadsPerRank: number, cores: numb
 /** The rows: 1×1, the row to beat (toBeatThreads), then every multi-rank combination (deduplicated). */
 function planRows(
   o: PatchBenchOptions,
-  base: Omit<PatchRowSpec, 'ranks' | 'threadsPerRank' | 'parallelism' | 'mode' | 'splitBatch' | 'lowMemory'>,
+  base: Omit<
+    PatchRowSpec,
+    'ranks' | 'threadsPerRank' | 'parallelism' | 'mode' | 'splitBatch' | 'lowMemory' | 'lowMemorySegmentBytes'
+  >,
 ): RowPlan[] {
   const plans = new Map<string, RowPlan>();
   const add = (
@@ -108,24 +114,34 @@ function planRows(
     parallelism: Parallelism,
     mode: SyncMode,
     splitBatch: boolean,
-    lowMemory: boolean,
+    lowMemory: false | number | undefined,
   ) => {
     // With one rank, or an odd count, some settings change nothing: key rows by what they run.
     const cfgSplit = splitBatch && ranks % 2 === 0;
     const groupSize = cfgSplit ? ranks / 2 : ranks;
     // Low memory changes only the asynchronous graph of patch groups (more than one rank per group).
-    const lowMem = lowMemory && parallelism === 'patch' && groupSize > 1;
+    const lowMem = lowMemory !== false && parallelism === 'patch' && groupSize > 1;
+    const segmentBytes = lowMem ? lowMemory : undefined;
     const key =
       ranks === 1
         ? `1x${threads}`
         : `${ranks}x${threads} ${groupSize === 1 ? 'cfg-split' : parallelism}${groupSize > 1 && parallelism === 'patch' ? ` ${mode}` : ''}${
             cfgSplit && groupSize > 1 ? ' +cfg-split' : ''
-          }${lowMem ? ' low-memory' : ''}`;
+          }${lowMem ? ' low-memory' : ''}${segmentBytes !== undefined ? ` ${fmtBytes(segmentBytes)}` : ''}`;
     if (plans.has(key)) return;
     plans.set(key, {
       key,
       role,
-      spec: { ...base, ranks, threadsPerRank: threads, parallelism, mode, splitBatch, lowMemory: lowMem },
+      spec: {
+        ...base,
+        ranks,
+        threadsPerRank: threads,
+        parallelism,
+        mode,
+        splitBatch,
+        lowMemory: lowMem,
+        ...(segmentBytes !== undefined ? { lowMemorySegmentBytes: segmentBytes } : {}),
+      },
     });
   };
   const mode = o.modes[0]!;

@@ -39,6 +39,8 @@ export interface PatchRowSpec {
   packedGemm: boolean;
   /** DistriConfig.lowMemory. */
   lowMemory: boolean;
+  /** DistriConfig.lowMemorySegmentBytes (its default when absent). */
+  lowMemorySegmentBytes?: number;
   /** Sessions write ORT profiles named from this prefix (EngineOptions.profilePrefix). */
   ortProfilePrefix?: string;
 }
@@ -144,6 +146,7 @@ export async function runPatchRow(s: PatchRowSpec, progress: Progress = () => {}
     warmupSteps: s.warmupSteps,
     timeoutMs: s.timeoutMs,
     lowMemory: s.lowMemory,
+    ...(s.lowMemorySegmentBytes !== undefined ? { lowMemorySegmentBytes: s.lowMemorySegmentBytes } : {}),
   });
   const t0 = performance.now();
   const launched = await launchUNetPool(unet, s.modelDir, {

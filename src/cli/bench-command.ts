@@ -63,6 +63,20 @@ function int(flag: string, value: string | undefined, min = 1): number | undefin
   return n;
 }
 
+/** --low-memory: off, on (the default segment size) or a segment size in MiB, one row each. */
+function parseLowMemoryList(value: string): Array<false | number | undefined> {
+  return value.split(',').map((raw) => {
+    const s = raw.trim();
+    if (s === 'off') return false;
+    if (s === 'on') return undefined;
+    const mib = Number(s);
+    if (s === '' || !Number.isFinite(mib) || mib < 0) {
+      throw new Error(`--low-memory: '${s}' is not off, on or a size in MiB (>= 0)`);
+    }
+    return Math.round(mib * 2 ** 20);
+  });
+}
+
 function weightOptions(f: CommonFlags): WeightOptions {
   const dtype = f.dtype.toUpperCase();
   if (dtype !== 'F32' && dtype !== 'F16') throw new Error(`--dtype: expected f32 or f16, got '${f.dtype}'`);
@@ -177,7 +191,7 @@ export function registerBenchCommand(program: Command, io: BenchIO = STDIO): voi
       .option('--split-batch <list>', 'split the CFG batch across rank groups: off, on or on,off', 'off')
       .option(
         '--low-memory <list>',
-        'cut the asynchronous graph at each self-attention (DistriConfig.lowMemory): off, on or on,off',
+        'cut the asynchronous graph at self-attentions (DistriConfig.lowMemory), a list of off, on, or the MiB of K/V a segment may hold (lowMemorySegmentBytes; 0: a cut at every self-attention)',
         'off',
       )
       .option('--steps <n>', 'timed denoising steps per configuration', '4')
@@ -229,7 +243,7 @@ export function registerBenchCommand(program: Command, io: BenchIO = STDIO): voi
         splitBatch: parseNameList('--split-batch', f.splitBatch, ['on', 'off'] as const).map(
           (v) => v === 'on',
         ),
-        lowMemory: parseNameList('--low-memory', f.lowMemory, ['on', 'off'] as const).map((v) => v === 'on'),
+        lowMemory: parseLowMemoryList(f.lowMemory),
         ...size(f),
         steps,
         warmupSteps,

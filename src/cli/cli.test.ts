@@ -11,6 +11,7 @@ import { readSafetensors } from '../io/safetensors.js';
 import { RANK_MALLOC_TUNABLES } from '../parallel/malloc-tunables.js';
 import { StableDiffusionPipeline } from '../pipelines/stable-diffusion.js';
 import { StableDiffusionXLPipeline } from '../pipelines/stable-diffusion-xl.js';
+import { parseGenerateArgs } from './generate-args.js';
 
 let root: string;
 let cache: string;
@@ -305,6 +306,10 @@ test('bad flags exit non-zero naming the flag, print no stack, and write nothing
       /--sync-mode: expected one of corrected_async_gn, .*full_sync.*, got "bogus"/,
     ],
     [['--prompt', 'p', '--height', '100', '--out', out], /--height: expected a multiple of 8.*got "100"/],
+    [
+      ['--prompt', 'p', '--ranks', '2', '--low-memory', 'lots', '--out', out],
+      /--low-memory: expected no value, or the MiB of K\/V one segment may hold \(>= 0\), got "lots"/,
+    ],
     [['--out', out], /--prompt/],
     [['--prompt', 'p', '--out', join(root, 'missing', 'x.png')], /--out: folder .*missing does not exist/],
     [['--prompt', 'p', '--out', join(outDir, 'x.jpg')], /--out: expected a file name ending in \.png/],
@@ -326,4 +331,17 @@ test('bad flags exit non-zero naming the flag, print no stack, and write nothing
   });
   assert.deepEqual(await readdir(outDir), []);
   assert.equal(existsSync(badCache), false, 'a bad flag still created the model cache');
+});
+
+test('--low-memory alone takes the default segment size; --low-memory MIB sets it, in bytes', () => {
+  const parse = (extra: Record<string, unknown>) =>
+    parseGenerateArgs({ prompt: 'p', ranks: '2', ...extra }).distri!;
+  assert.equal(parse({}).lowMemory, false);
+  const on = parse({ lowMemory: true });
+  assert.equal(on.lowMemory, true);
+  assert.equal(on.lowMemorySegmentBytes, undefined);
+  assert.equal(parse({ lowMemory: '64' }).lowMemorySegmentBytes, 64 * 2 ** 20);
+  assert.equal(parse({ lowMemory: '0' }).lowMemorySegmentBytes, 0);
+  // It asks for ranks' settings even with one rank, as the other rank flags do.
+  assert.equal(parseGenerateArgs({ prompt: 'p', lowMemory: true }).distri?.lowMemory, true);
 });

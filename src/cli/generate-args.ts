@@ -27,6 +27,8 @@ export interface DistriArgs {
   splitBatch: boolean;
   splitScheme: SplitScheme;
   lowMemory: boolean;
+  /** --low-memory MIB, in bytes (DistriConfig.lowMemorySegmentBytes); absent: its default. */
+  lowMemorySegmentBytes?: number;
 }
 
 export interface GenerateArgs {
@@ -139,10 +141,22 @@ function output(o: RawGenerateOptions, outputType: OutputType): string {
   return out;
 }
 
+/** --low-memory [MiB]: undefined when absent, else the segment size in bytes (undefined: its default). */
+function lowMemory(o: RawGenerateOptions): { on: boolean; segmentBytes?: number } {
+  const v = o.lowMemory;
+  if (v === undefined || v === false) return { on: false };
+  if (v === true) return { on: true };
+  const mib = Number(v);
+  if (typeof v !== 'string' || v.trim() === '' || !Number.isFinite(mib) || mib < 0) {
+    throw new FlagError('low-memory', 'no value, or the MiB of K/V one segment may hold (>= 0)', v);
+  }
+  return { on: true, segmentBytes: Math.round(mib * 2 ** 20) };
+}
+
 /** True when any flag that only makes sense with ranks was given. */
 function wantsDistri(o: RawGenerateOptions, ranks: number | undefined): boolean {
   if (ranks !== undefined && ranks > 1) return true;
-  if (o.splitBatch === false || o.lowMemory === true) return true;
+  if (o.splitBatch === false || o.lowMemory !== undefined) return true;
   return ['parallelism', 'syncMode', 'warmupSteps', 'splitScheme', 'threadsPerRank'].some(
     (k) => o[k] !== undefined,
   );
@@ -191,6 +205,7 @@ export function parseGenerateArgs(o: RawGenerateOptions): GenerateArgs {
     out: output(o, outputType),
     outputType,
   };
+  const lowMem = lowMemory(o);
   const distri: DistriArgs = {
     ranks: ranks ?? 1,
     threadsPerRank:
@@ -200,7 +215,8 @@ export function parseGenerateArgs(o: RawGenerateOptions): GenerateArgs {
     parallelism: oneOf(o, 'parallelism', 'parallelism', PARALLELISMS) ?? 'patch',
     splitBatch: o.splitBatch !== false,
     splitScheme: oneOf(o, 'splitScheme', 'split-scheme', SPLIT_SCHEMES) ?? 'row',
-    lowMemory: o.lowMemory === true,
+    lowMemory: lowMem.on,
+    ...(lowMem.segmentBytes !== undefined ? { lowMemorySegmentBytes: lowMem.segmentBytes } : {}),
   };
   if (args.devices.length > 1 && args.devices.length !== distri.ranks) {
     throw new FlagError('device', `one device or ${distri.ranks} (one per rank)`, args.devices.join(','));

@@ -5,7 +5,7 @@ import { type Command, Option } from 'commander';
 import { readJson } from '../io/diffusers-folder.js';
 import { encodePng, imageFromTensor, writeFileAtomic } from '../io/png.js';
 import { writeSafetensors } from '../io/safetensors.js';
-import { PARALLELISMS, SPLIT_SCHEMES, SYNC_MODES } from '../parallel/config.js';
+import { LOW_MEMORY_SEGMENT_BYTES, PARALLELISMS, SPLIT_SCHEMES, SYNC_MODES } from '../parallel/config.js';
 import { DEMO_MODEL_FORMAT, ensureDemoModel } from '../pipelines/demo-model.js';
 import { makeScheduler } from '../pipelines/denoise.js';
 import { DistriSDPipeline, DistriSDXLPipeline } from '../pipelines/distri-pipelines.js';
@@ -85,8 +85,10 @@ export function registerGenerateCommand(program: Command): void {
       `${list(SPLIT_SCHEMES)}, how naive_patch cuts the latent (default: row)`,
     )
     .option(
-      '--low-memory',
-      'cut the asynchronous graph at each self-attention: less memory, slower steps (measured in the README)',
+      '--low-memory [mib]',
+      `cut the asynchronous graph at self-attentions, each segment holding at most MIB of K/V (default ${
+        LOW_MEMORY_SEGMENT_BYTES / 2 ** 20
+      }; 0: a cut at every one): less memory, slower steps (measured in the README)`,
     )
     .action(async (_opts: unknown, cmd: Command) => {
       await runGenerate(parseGenerateArgs(cmd.opts()));
@@ -135,6 +137,7 @@ async function loadPipelines(
     splitBatch: d.splitBatch,
     splitScheme: d.splitScheme,
     lowMemory: d.lowMemory,
+    ...(d.lowMemorySegmentBytes !== undefined ? { lowMemorySegmentBytes: d.lowMemorySegmentBytes } : {}),
     threadsPerRank: d.threadsPerRank,
     device: a.devices.length === 1 ? a.devices[0]! : a.devices,
   };

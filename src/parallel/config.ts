@@ -43,14 +43,21 @@ export interface DistriConfigInput {
   /** Longest wait for a peer, in milliseconds, before the run fails naming the rank. */
   timeoutMs?: number;
   /**
-   * Cut the asynchronous graph at every self-attention, without ORT's memory arena: the stale K/V then
-   * lives only while its attention runs and the fresh K/V leaves as soon as it is made. Pays off only at
-   * large sizes. Measured, two SDXL ranks with packed shared weights: at 1024² peak PSS 19.4-20.0 GiB
-   * against 22.3 GiB without (separate runs, of 23.4 GiB); at 512² none (14.5 against 13.9 GiB, one A/B
-   * run over two rounds), asynchronous steps 3% slower.
+   * Cut the asynchronous graph at self-attentions into segments run without ORT's memory arena: the
+   * stale K/V then lives only while its segment runs, and the fresh K/V leaves when its segment ends,
+   * not at the end of the step. Pays off at large sizes only. Measured, two SDXL ranks with packed shared
+   * weights at 1024²: peak PSS 18.0 GiB with it (segments of lowMemorySegmentBytes), 19.4-20.0 GiB with a
+   * cut at every self-attention, 21.2-22.3 GiB without, of 23.4 GiB (the README's tables).
    * Default false.
    */
   lowMemory?: boolean;
+  /**
+   * With lowMemory: how many bytes of whole-image self-attention K/V (the peers' stale part and this
+   * rank's fresh part) one asynchronous segment may hold before the graph is cut at the next
+   * self-attention. Fewer cuts are faster, more hold less. 0 cuts at every self-attention.
+   * Default LOW_MEMORY_SEGMENT_BYTES.
+   */
+  lowMemorySegmentBytes?: number;
 }
 
 export interface DistriConfig {
@@ -66,6 +73,7 @@ export interface DistriConfig {
   readonly devices: readonly string[];
   readonly timeoutMs: number;
   readonly lowMemory: boolean;
+  readonly lowMemorySegmentBytes: number;
 }
 
 function positiveInt(name: string, v: number | undefined, fallback: number, min = 1): number {
@@ -81,6 +89,9 @@ function oneOf<T extends string>(name: string, v: T | undefined, allowed: readon
     throw new Error(`DistriConfig.${name}: expected one of ${allowed.join(', ')}, got ${String(v)}`);
   return x;
 }
+
+/** DistriConfig.lowMemorySegmentBytes by default (measured in the README, SDXL at 512² and 1024²). */
+export const LOW_MEMORY_SEGMENT_BYTES = 256 * 2 ** 20;
 
 /** Validates and fills defaults (warmupSteps 4, corrected_async_gn, patch, splitBatch true, row). */
 export function distriConfig(input: DistriConfigInput): DistriConfig {
@@ -112,6 +123,12 @@ export function distriConfig(input: DistriConfigInput): DistriConfig {
     devices: devices.length === 1 ? new Array(ranks).fill(devices[0]) : devices,
     timeoutMs: positiveInt('timeoutMs', input.timeoutMs, 600_000),
     lowMemory: input.lowMemory ?? false,
+    lowMemorySegmentBytes: positiveInt(
+      'lowMemorySegmentBytes',
+      input.lowMemorySegmentBytes,
+      LOW_MEMORY_SEGMENT_BYTES,
+      0,
+    ),
   };
 }
 

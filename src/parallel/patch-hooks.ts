@@ -67,8 +67,12 @@ export interface PatchHooksOptions {
   mode: SyncMode;
   phase: Phase;
   registry: ExchangeRegistry;
-  /** Async phase: start a segment at each self-attention (DistriConfig.lowMemory). */
-  splitAtSelfAttention?: boolean;
+  /**
+   * Async phase (DistriConfig.lowMemory): start a segment at a self-attention once the segment so far
+   * holds this many bytes of whole-image K/V (the peers' stale part and this rank's fresh one); 0 starts
+   * one at every self-attention. Undefined: no cuts.
+   */
+  kvBytesPerSegment?: number;
 }
 
 /** Graph input / output names of the async phase. */
@@ -95,6 +99,8 @@ export function createPatchHooks(o: PatchHooksOptions): ExchangeHooks {
   const { geometry: g, member: j, mode, phase, registry } = o;
   const n = g.parts;
   const members = Array.from({ length: n }, (_, k) => k);
+  // Whole-image K/V bytes of the self-attentions in the current async segment.
+  let segmentKVBytes = 0;
 
   const register = (
     site: { path: string },
@@ -193,9 +199,18 @@ export function createPatchHooks(o: PatchHooksOptions): ExchangeHooks {
       const [k, v] = graph.exchange('kv', [site.k, site.v], [whole, whole], { point: point.id });
       return { k: k!, v: v! };
     }
-    // A segment boundary here: the stale K/V (the largest inputs) then live only while their attention
-    // runs, and the fresh K/V is published as soon as it is made, not held to the end of the step.
-    if (o.splitAtSelfAttention) graph.split();
+    // A segment boundary here: the stale K/V (the largest inputs) then live only while their segment
+    // runs, and the fresh K/V is published when its segment ends, not held to the end of the step. Each
+    // cut costs time of its own (measured in the README), so segments group self-attentions up to a size.
+    const kvBytes = batch * total * width * 2 * 4;
+    const budget = o.kvBytesPerSegment;
+    if (budget !== undefined) {
+      if (segmentKVBytes + kvBytes > budget) {
+        graph.split();
+        segmentKVBytes = 0;
+      }
+      segmentKVBytes += kvBytes;
+    }
     const before = perMember.slice(0, j).reduce((a, b) => a + b, 0);
     const after = total - before - tokens;
     // K and V stay apart, so that no Concat fuses them and no Split parts them again.

@@ -207,7 +207,7 @@ export class RankPool {
           geometry: this.geometry!,
           mode: c.mode,
           warmupSteps: c.warmupSteps,
-          lowMemory: c.lowMemory,
+          ...(c.lowMemory ? { kvBytesPerSegment: c.lowMemorySegmentBytes } : {}),
           batch: batchPerRank,
           height: this.o.latentHeight,
           width: this.o.latentWidth,

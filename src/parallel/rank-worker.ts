@@ -17,8 +17,8 @@ export interface PatchJob {
   geometry: PatchGeometry;
   mode: SyncMode;
   warmupSteps: number;
-  /** DistriConfig.lowMemory: the asynchronous graph is cut at every self-attention. */
-  lowMemory: boolean;
+  /** DistriConfig.lowMemory: the asynchronous graph is cut at self-attentions, segments of this much K/V. */
+  kvBytesPerSegment?: number;
   batch: number;
   height: number;
   width: number;
@@ -135,7 +135,7 @@ async function compile(): Promise<Compiled> {
       mode: job.mode,
       phase,
       registry,
-      splitAtSelfAttention: job.lowMemory,
+      ...(job.kvBytesPerSegment !== undefined ? { kvBytesPerSegment: job.kvBytesPerSegment } : {}),
     });
     await add(phase, program.buildGraph({ phase, hooks, ...spec }));
   }
