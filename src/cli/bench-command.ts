@@ -218,7 +218,10 @@ export function registerBenchCommand(program: Command, io: BenchIO = STDIO): voi
         'run the whole list of rows this many times in turn; each row is summarised over all its steps',
         '1',
       )
-      .option('--ort-profile <dir>', "write ORT's per-node profile of every session here (see bench profile)")
+      .option(
+        '--ort-profile <dir>',
+        "write ORT's per-node profile of every session here (see bench profile); ORT holds each session's events in memory until it ends, GBs for rows of many segments (synchronous steps, --low-memory 0), which then run short of memory and slow down",
+      )
       .option('--timeout-ms <ms>', 'longest wait for a rank', '1800000'),
   ).action(async (f: PatchFlags) => {
     const progress = progressTo(io);
