@@ -9,6 +9,7 @@ import { isPresetName } from '../bench/presets.js';
 import { parseIntList, parseNameList } from '../bench/table.js';
 import { runUnetBench, unetTable } from '../bench/unet-bench.js';
 import { PARALLELISMS, SYNC_MODES } from '../parallel/config.js';
+import { mebibytesToBytes } from './generate-args.js';
 
 const OPTIMIZATION_LEVELS = ['disabled', 'basic', 'extended', 'all'] as const;
 
@@ -69,11 +70,9 @@ function parseLowMemoryList(value: string): Array<false | number | undefined> {
     const s = raw.trim();
     if (s === 'off') return false;
     if (s === 'on') return undefined;
-    const mib = Number(s);
-    if (s === '' || !Number.isFinite(mib) || mib < 0) {
-      throw new Error(`--low-memory: '${s}' is not off, on or a size in MiB (>= 0)`);
-    }
-    return Math.round(mib * 2 ** 20);
+    const bytes = mebibytesToBytes(s);
+    if (bytes === undefined) throw new Error(`--low-memory: '${s}' is not off, on or a size in MiB (>= 0)`);
+    return bytes;
   });
 }
 

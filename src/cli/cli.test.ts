@@ -342,6 +342,8 @@ test('--low-memory alone takes the default segment size; --low-memory MIB sets i
   assert.equal(on.lowMemorySegmentBytes, undefined);
   assert.equal(parse({ lowMemory: '64' }).lowMemorySegmentBytes, 64 * 2 ** 20);
   assert.equal(parse({ lowMemory: '0' }).lowMemorySegmentBytes, 0);
+  assert.equal(parse({ lowMemory: '0.5' }).lowMemorySegmentBytes, 2 ** 19);
+  assert.throws(() => parse({ lowMemory: '-1' }), /--low-memory: expected no value, or the MiB/);
   // It asks for ranks' settings even with one rank, as the other rank flags do.
   assert.equal(parseGenerateArgs({ prompt: 'p', lowMemory: true }).distri?.lowMemory, true);
 });

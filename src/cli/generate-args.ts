@@ -141,16 +141,23 @@ function output(o: RawGenerateOptions, outputType: OutputType): string {
   return out;
 }
 
-/** --low-memory [MiB]: undefined when absent, else the segment size in bytes (undefined: its default). */
+/** A size in MiB (>= 0, fractions allowed) as bytes; undefined when `text` is not one. */
+export function mebibytesToBytes(text: string): number | undefined {
+  const mib = Number(text);
+  if (text.trim() === '' || !Number.isFinite(mib) || mib < 0) return undefined;
+  return Math.round(mib * 2 ** 20);
+}
+
+/** --low-memory [MiB]: off when absent, else on with the segment size in bytes (undefined: its default). */
 function lowMemory(o: RawGenerateOptions): { on: boolean; segmentBytes?: number } {
   const v = o.lowMemory;
   if (v === undefined || v === false) return { on: false };
   if (v === true) return { on: true };
-  const mib = Number(v);
-  if (typeof v !== 'string' || v.trim() === '' || !Number.isFinite(mib) || mib < 0) {
+  const bytes = typeof v === 'string' ? mebibytesToBytes(v) : undefined;
+  if (bytes === undefined) {
     throw new FlagError('low-memory', 'no value, or the MiB of K/V one segment may hold (>= 0)', v);
   }
-  return { on: true, segmentBytes: Math.round(mib * 2 ** 20) };
+  return { on: true, segmentBytes: bytes };
 }
 
 /** True when any flag that only makes sense with ranks was given. */
