@@ -2,7 +2,13 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { PatchAssembler } from './patch-assembly.js';
 import type { ExchangePoint } from './patch-hooks.js';
-import { ABORT_WORDS, createExchangeBuffers, RankFailure, SharedExchange } from './shared-exchange.js';
+import {
+  ABORT_WORDS,
+  createExchangeBuffers,
+  RankFailure,
+  SharedExchange,
+  slotOffsets,
+} from './shared-exchange.js';
 
 // One K/V point over 3 members with uneven bands: batch 2, width 2 (channels 4 = K then V), tokens 1, 2, 1.
 const point: ExchangePoint = {
@@ -43,8 +49,7 @@ function expected(part: number, members: number[]): Float32Array {
   return Float32Array.from(values);
 }
 
-function setup(timeoutMs = 50) {
-  const buffers = createExchangeBuffers([point], 3);
+function setup(timeoutMs = 50, buffers = createExchangeBuffers([point], 3)) {
   const abort = new SharedArrayBuffer(ABORT_WORDS * 4);
   return [0, 1, 2].map((member) => {
     const exchange = new SharedExchange({
@@ -127,4 +132,20 @@ test('a part of the wrong length names the point, the part and both lengths', ()
     () => r!.exchange.write(point, 0, new Float32Array(3), 1, 2),
     /rank 0: kv at 'attn1' publishes 3 values as part 2 of 2, slot holds 4/,
   );
+});
+
+test("a rank faults in its own slots of both parities at launch and leaves its peers' alone", () => {
+  const buffers = createExchangeBuffers([point], 3);
+  const ranks = setup(50, buffers);
+  const data = new Float32Array(buffers.data);
+  data.fill(7);
+  ranks[1]!.exchange.faultInOwnSlots();
+  const { offsets } = slotOffsets([point], 3);
+  const own = new Set<number>();
+  for (const parity of [0, 1]) {
+    const at = offsets[0]![parity]![1]!;
+    for (let i = 0; i < point.batch * point.channels * point.rowsPerMember[1]!; i++) own.add(at + i);
+  }
+  assert.equal(own.size, 2 * 2 * 4 * 2);
+  for (let i = 0; i < data.length; i++) assert.equal(data[i], own.has(i) ? 0 : 7, `element ${i}`);
 });

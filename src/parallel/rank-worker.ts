@@ -154,6 +154,7 @@ async function compile(): Promise<Compiled> {
     timeoutMs: d.timeoutMs,
     rankOf: (m) => firstRank + m,
   });
+  exchange.faultInOwnSlots();
   const assembler = new PatchAssembler({
     exchange,
     points: d.exchange.points,
