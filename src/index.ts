@@ -22,7 +22,6 @@ export type {
 } from './parallel/config.js';
 export { distriConfig, PARALLELISMS, SPLIT_SCHEMES, SYNC_MODES } from './parallel/config.js';
 export { RANK_MALLOC_TUNABLES, withRankMallocTunables } from './parallel/malloc-tunables.js';
-export { RANK_NODE_FLAGS, withRankNodeFlags } from './parallel/rank-node-flags.js';
 export { DistriSDPipeline, DistriSDXLPipeline } from './pipelines/distri-pipelines.js';
 export type { GenerateOptions, GenerateResult, StepProgress } from './pipelines/generate-options.js';
 export { StableDiffusionPipeline } from './pipelines/stable-diffusion.js';

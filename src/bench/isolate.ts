@@ -6,7 +6,6 @@
 import { fork } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { withRankNodeFlags } from '../parallel/rank-node-flags.js';
 import type { PatchRowResult, PatchRowSpec } from './patch-row.js';
 import type { Progress, UnetRowResult, UnetRowSpec } from './unet-row.js';
 
@@ -71,10 +70,8 @@ export function runIsolated<T extends RowTask>(
   progress: Progress,
 ): Promise<RowOutcome<RowResultOf<T>>> {
   const entry = fileURLToPath(new URL(`./row-child.${fromSource ? 'ts' : 'js'}`, import.meta.url));
-  const execArgv = fromSource ? ['--import', 'tsx'] : [];
   const child = fork(entry, [], {
-    // Every row's process gets the ranks' V8 flags, the one-rank baselines too, so that rows compare alike.
-    execArgv: withRankNodeFlags(execArgv, process.env) ?? execArgv,
+    execArgv: fromSource ? ['--import', 'tsx'] : [],
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
   });
   let peak = 0;

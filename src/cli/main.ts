@@ -6,7 +6,6 @@ import { readFileSync } from 'node:fs';
 import { constants as osConstants } from 'node:os';
 import { Command, CommanderError } from 'commander';
 import { withRankMallocTunables } from '../parallel/malloc-tunables.js';
-import { withRankNodeFlags } from '../parallel/rank-node-flags.js';
 import { registerBenchCommand } from './bench-command.js';
 import { registerGenerateCommand } from './generate-command.js';
 
@@ -47,26 +46,20 @@ async function main(argv: string[]): Promise<void> {
 }
 
 /**
- * Runs this command again in a child process that starts with what CPU ranks need and a process can only
- * be given at start-up: the ranks' glibc malloc settings in its environment (parallel/malloc-tunables.ts)
- * and single-threaded V8 GC (parallel/rank-node-flags.ts). Resolves to its exit code, or to undefined
- * where no relaunch is needed: both there already, or turned off (DISTRIFUSION_MALLOC_TUNABLES=0 and
- * DISTRIFUSION_SINGLE_THREADED_GC=0; the tunables are for Linux only).
+ * Runs this command again in a child process whose environment carries the ranks' glibc malloc settings
+ * (see parallel/malloc-tunables.ts; glibc reads them only at start-up). Resolves to its exit code, or to
+ * undefined where no relaunch is needed: not Linux, the settings already there, or
+ * DISTRIFUSION_MALLOC_TUNABLES=0.
  */
-function relaunchForRanks(): Promise<number> | undefined {
+function relaunchWithMallocTunables(): Promise<number> | undefined {
   const env = withRankMallocTunables(process.env);
-  const execArgv = withRankNodeFlags(process.execArgv, process.env);
-  if (!env && !execArgv) return undefined;
+  if (!env) return undefined;
   if (process.env.DISTRIFUSION_DEBUG === '1') {
-    const changes = [
-      ...(env ? [`GLIBC_TUNABLES=${env.GLIBC_TUNABLES}`] : []),
-      ...(execArgv ? execArgv.filter((a) => !process.execArgv.includes(a)) : []),
-    ];
-    process.stderr.write(`distrifusion: relaunching with ${changes.join(' ')}\n`);
+    process.stderr.write(`distrifusion: relaunching with GLIBC_TUNABLES=${env.GLIBC_TUNABLES}\n`);
   }
-  const child = spawn(process.execPath, [...(execArgv ?? process.execArgv), ...process.argv.slice(1)], {
+  const child = spawn(process.execPath, [...process.execArgv, ...process.argv.slice(1)], {
     stdio: 'inherit',
-    env: env ?? process.env,
+    env,
   });
   // A terminal's Ctrl-C reaches the child too (same process group); it cleans up and exits on its own.
   process.on('SIGINT', () => {});
@@ -82,6 +75,6 @@ function relaunchForRanks(): Promise<number> | undefined {
   });
 }
 
-const relaunched = relaunchForRanks();
+const relaunched = relaunchWithMallocTunables();
 if (relaunched) process.exitCode = await relaunched;
 else await main(process.argv);
