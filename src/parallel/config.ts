@@ -47,7 +47,7 @@ export interface DistriConfigInput {
    * stale K/V then lives only while its segment runs, and the fresh K/V leaves when its segment ends,
    * not at the end of the step. Pays off at large sizes only. Measured, two SDXL ranks with packed shared
    * weights at 1024²: peak PSS 17.6 GiB with it (the default lowMemorySegmentBytes), 19.4-20.0 GiB with a
-   * cut at every self-attention, 21.2-22.3 GiB without, of 23.4 GiB (the README's tables).
+   * cut at every self-attention, 21.2-22.3 GiB without, of 23.4 GiB (docs/benchmark-log.md).
    * Default false.
    */
   lowMemory?: boolean;
