@@ -106,6 +106,39 @@ test('outputs are written by the node that makes them, except where a copy is ne
   await g.dispose();
 });
 
+test('inputs a hook supplies are asked for one segment ahead of their first reader', async () => {
+  const b = new GraphBuilder('ahead');
+  const x = b.input('x', 'float32', [3]);
+  const y = F.mul(x, 2);
+  b.output('y', y);
+  b.split();
+  const z = F.add(y, b.input('s', 'float32', [3]));
+  b.output('z', z);
+  b.split();
+  b.output('w', F.add(z, b.input('t', 'float32', [3])));
+  const g = await CompiledGraph.fromBuilder(b, { threads: 1 });
+  assert.equal(g.segmentCount, 3);
+  const events: string[] = [];
+  const out = await g.run(
+    { x: { data: new Float32Array([1, 2, 3]), shape: [3] } },
+    {
+      input: (info, into) => {
+        events.push(`input ${info.name}`);
+        (into.data as Float32Array).fill(info.name === 's' ? 10 : 100);
+        return into;
+      },
+      onOutput: (name, t) => {
+        events.push(`output ${name}`);
+        return name !== 'w' && t.data.length === 3;
+      },
+    },
+  );
+  // The peers' stale data a segment reads is copied out before the segment ahead of it publishes.
+  assert.deepEqual(events, ['input s', 'output y', 'input t', 'output z', 'output w']);
+  assert.deepEqual(Array.from(out.w!.data as Float32Array), [112, 114, 116]);
+  await g.dispose();
+});
+
 test('a UNet cut into segments at every exchange point computes what the uncut one does', {
   skip: skipWithoutFixtures,
 }, async () => {

@@ -15,9 +15,9 @@ export interface HostTensor {
 
 export interface RunHooks {
   /**
-   * Supplies a graph input missing from the feeds, right before the first segment that reads it. `into` is
-   * a buffer of the input's size from the graph's pool: filling and returning it lets the buffer go back to
-   * the pool after the input's last reader.
+   * Supplies a graph input missing from the feeds, right before the segment ahead of the first segment that
+   * reads it. `into` is a buffer of the input's size from the graph's pool: filling and returning it lets
+   * the buffer go back to the pool after the input's last reader.
    */
   input?(info: OnnxValueInfo, into: HostTensor): HostTensor;
   /**
@@ -173,7 +173,21 @@ export class CompiledGraph {
       values.delete(name);
     };
 
-    for (const seg of this.segments) {
+    // Hook-supplied inputs are taken one segment ahead: a peer's stale data is then copied out a whole
+    // segment before this rank's fresh data of the same point (made by the segment before the one that
+    // reads the stale data) is published over it, so that publishing does not wait on the peer.
+    const supply = (p: SegmentPlan): void => {
+      for (const i of p.inputs) {
+        if (i.source !== 'graph-input' || feeds[i.name] || values.has(i.name) || !hooks.input) continue;
+        const into = { data: this.pool.take(i), shape: i.shape };
+        const v = check(i, hooks.input(i, into));
+        if (v.data === into.data) pooled.add(i.name);
+        else this.pool.give(into.data);
+        values.set(i.name, v);
+      }
+    };
+
+    for (const [index, seg] of this.segments.entries()) {
       const p = seg.plan;
       if (p.invariant && seg.session) {
         const cached = await this.runPrologue(seg.session, p, feeds);
@@ -184,17 +198,13 @@ export class CompiledGraph {
         continue;
       }
       if (seg.session) {
+        supply(p);
+        const next = this.segments[index + 1];
+        if (next?.session && !next.plan.invariant) supply(next.plan);
         const ortFeeds: Record<string, ort.Tensor> = {};
         for (const i of p.inputs) {
           let v = i.source === 'graph-input' ? feeds[i.name] : undefined;
           v ??= values.get(i.name);
-          if (!v && i.source === 'graph-input') {
-            const into = { data: this.pool.take(i), shape: i.shape };
-            v = check(i, hooks.input?.(i, into));
-            if (v.data === into.data) pooled.add(i.name);
-            else this.pool.give(into.data);
-            values.set(i.name, v);
-          }
           if (!v)
             throw new Error(
               `graph ${this.plan.name}: segment ${p.index} (${p.path}) lacks input '${i.name}'`,

@@ -38,7 +38,11 @@ export interface PatchAssemblerOptions {
   members: number;
   mode: SyncMode;
   warmupSteps: number;
+  /** The asynchronous graph's `stale:<point>:<what>` inputs (none without one). */
+  staleInputs: readonly string[];
 }
+
+const STALE_INPUT = /^stale:(\d+):(\w+)$/;
 
 interface FreshOutput {
   point: ExchangePoint;
@@ -50,6 +54,9 @@ export class PatchAssembler {
   private readonly byFresh = new Map<string, FreshOutput>();
   /** Parts of a multi-part point written this step, announced when all are in. */
   private readonly partsWritten = new Map<number, number>();
+  /** Per point, how many stale inputs an asynchronous step reads, and how many it has read so far. */
+  private readonly staleReads = new Map<number, number>();
+  private readonly staleRead = new Map<number, number>();
 
   private warmupSteps: number;
   /** The denoising step being run, and its sequence number (monotonic over every run of the pool). */
@@ -67,17 +74,30 @@ export class PatchAssembler {
       }
     }
     this.warmupSteps = o.warmupSteps;
+    for (const name of o.staleInputs) {
+      const m = STALE_INPUT.exec(name);
+      if (!m) throw new Error(`exchange: unexpected stale input '${name}'`);
+      const id = Number(m[1]);
+      this.point(id, name);
+      this.staleReads.set(id, (this.staleReads.get(id) ?? 0) + 1);
+    }
   }
 
   /**
    * Starts a step. Warmup is a per-run setting (the compiled graphs serve any value); `seq` numbers the
-   * exchanges, so a new run never mistakes the last run's data for its own.
+   * exchanges, so a new run never mistakes the last run's data for its own. `readsStale`: the step runs
+   * the asynchronous graph. Every point it will not read stale is marked consumed at once, so that its
+   * owner may overwrite it; the others as soon as their stale inputs are copied.
    */
-  begin(step: number, seq: number, warmupSteps: number): void {
+  begin(step: number, seq: number, warmupSteps: number, readsStale: boolean): void {
     this.step = step;
     this.seq = seq;
     this.warmupSteps = warmupSteps;
     this.partsWritten.clear();
+    this.staleRead.clear();
+    for (const p of this.o.points) {
+      if (!readsStale || !this.staleReads.has(p.id)) this.o.exchange.markConsumed(p, seq);
+    }
   }
 
   private point(id: number, what: string): ExchangePoint {
@@ -131,7 +151,7 @@ export class PatchAssembler {
 
   /** A `stale:<point>:<what>` graph input of an async step, assembled into `into` (a pooled buffer). */
   staleInput(name: string, into: HostTensor): HostTensor {
-    const m = /^stale:(\d+):(\w+)$/.exec(name);
+    const m = STALE_INPUT.exec(name);
     if (!m) throw new Error(`exchange: unexpected graph input '${name}'`);
     const p = this.point(Number(m[1]), name);
     const what = m[2]!;
@@ -185,6 +205,9 @@ export class PatchAssembler {
       default:
         throw new Error(`exchange: unexpected graph input '${name}'`);
     }
+    const read = (this.staleRead.get(p.id) ?? 0) + 1;
+    this.staleRead.set(p.id, read);
+    if (read === this.staleReads.get(p.id)) ex.markConsumed(p, this.seq);
     return into;
   }
 

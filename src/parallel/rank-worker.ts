@@ -162,6 +162,9 @@ async function compile(): Promise<Compiled> {
     members: d.members,
     mode: job.mode,
     warmupSteps: job.warmupSteps,
+    staleInputs: (graphs.get('async')?.plan.inputs ?? [])
+      .map((i) => i.name)
+      .filter((name) => name.startsWith('stale:')),
   });
   return { graphs, assembler, exchange, program };
 }
@@ -191,7 +194,7 @@ async function runStep(c: Compiled, m: Extract<ToRank, { type: 'step' }>): Promi
     ex.bytesPublished = 0;
   }
   const a = c.assembler;
-  a?.begin(step, m.seq, m.warmupSteps);
+  a?.begin(step, m.seq, m.warmupSteps, key === 'async');
   const outputName = c.program.output;
   // Time in exchange callbacks = waiting for peers + copying into and out of shared memory.
   let exchangeMs = 0;
