@@ -3,9 +3,9 @@
 // session.run. Each point has one slot per member. A reader copies what it needs out of a slot (ORT
 // cannot read a SharedArrayBuffer in place: onnxruntime-node 1.30 rejects such tensors as "Invalid
 // argument") and then marks the point consumed for its step; the owner overwrites a slot only once every
-// member has marked it. Readers of an asynchronous step mark a point as soon as they have copied its stale
+// peer has marked it. Readers of an asynchronous step mark a point as soon as they have copied its stale
 // data, long before the owner's fresh data for that step is out, so the owner does not wait in practice,
-// and a second slot per member (as double buffering would keep) is memory saved: 1.6 GiB for two SDXL
+// and a second slot per member (as double buffering would keep) is memory saved: 1.62 GiB for two SDXL
 // ranks at 1024². Sequence numbers make every read race-free and checkable, and every wait has a
 // deadline and watches the abort word.
 import { performance } from 'node:perf_hooks';
