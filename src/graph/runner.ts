@@ -177,10 +177,12 @@ export class CompiledGraph {
     // segment before this rank's fresh data of the same point (made by the segment before the one that
     // reads the stale data) is published over it, so that publishing does not wait on the peer.
     const supply = (p: SegmentPlan): void => {
+      const input = hooks.input;
+      if (!input) return;
       for (const i of p.inputs) {
-        if (i.source !== 'graph-input' || feeds[i.name] || values.has(i.name) || !hooks.input) continue;
+        if (i.source !== 'graph-input' || feeds[i.name] || values.has(i.name)) continue;
         const into = { data: this.pool.take(i), shape: i.shape };
-        const v = check(i, hooks.input(i, into));
+        const v = check(i, input(i, into));
         if (v.data === into.data) pooled.add(i.name);
         else this.pool.give(into.data);
         values.set(i.name, v);

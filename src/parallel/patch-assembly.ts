@@ -54,9 +54,9 @@ export class PatchAssembler {
   private readonly byFresh = new Map<string, FreshOutput>();
   /** Parts of a multi-part point written this step, announced when all are in. */
   private readonly partsWritten = new Map<number, number>();
-  /** Per point, how many stale inputs an asynchronous step reads, and how many it has read so far. */
-  private readonly staleReads = new Map<number, number>();
-  private readonly staleRead = new Map<number, number>();
+  /** Per point, how many stale inputs an asynchronous step reads, and how many of them it has copied. */
+  private readonly staleInputsOf = new Map<number, number>();
+  private readonly staleCopied = new Map<number, number>();
 
   private warmupSteps: number;
   /** The denoising step being run, and its sequence number (monotonic over every run of the pool). */
@@ -79,7 +79,7 @@ export class PatchAssembler {
       if (!m) throw new Error(`exchange: unexpected stale input '${name}'`);
       const id = Number(m[1]);
       this.point(id, name);
-      this.staleReads.set(id, (this.staleReads.get(id) ?? 0) + 1);
+      this.staleInputsOf.set(id, (this.staleInputsOf.get(id) ?? 0) + 1);
     }
   }
 
@@ -94,9 +94,9 @@ export class PatchAssembler {
     this.seq = seq;
     this.warmupSteps = warmupSteps;
     this.partsWritten.clear();
-    this.staleRead.clear();
+    this.staleCopied.clear();
     for (const p of this.o.points) {
-      if (!readsStale || !this.staleReads.has(p.id)) this.o.exchange.markConsumed(p, seq);
+      if (!readsStale || !this.staleInputsOf.has(p.id)) this.o.exchange.markConsumed(p, seq);
     }
   }
 
@@ -205,9 +205,9 @@ export class PatchAssembler {
       default:
         throw new Error(`exchange: unexpected graph input '${name}'`);
     }
-    const read = (this.staleRead.get(p.id) ?? 0) + 1;
-    this.staleRead.set(p.id, read);
-    if (read === this.staleReads.get(p.id)) ex.markConsumed(p, this.seq);
+    const copied = (this.staleCopied.get(p.id) ?? 0) + 1;
+    this.staleCopied.set(p.id, copied);
+    if (copied === this.staleInputsOf.get(p.id)) ex.markConsumed(p, this.seq);
     return into;
   }
 
