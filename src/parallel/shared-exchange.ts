@@ -21,7 +21,7 @@ export interface ExchangeBuffers {
   data: SharedArrayBuffer;
 }
 
-export function slotOffsets(
+function slotOffsets(
   points: readonly ExchangePoint[],
   members: number,
 ): { offsets: number[][]; total: number } {
