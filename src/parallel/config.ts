@@ -46,8 +46,8 @@ export interface DistriConfigInput {
    * Cut the asynchronous graph at self-attentions into segments run without ORT's memory arena: the
    * stale K/V then lives only while its segment runs, and the fresh K/V leaves when its segment ends,
    * not at the end of the step. Pays off at large sizes only. Measured, two SDXL ranks with packed shared
-   * weights at 1024²: peak PSS 17.6 GiB with it (the default lowMemorySegmentBytes), 19.4-20.0 GiB with a
-   * cut at every self-attention, 21.2-22.3 GiB without, of 23.4 GiB (docs/benchmark-log.md).
+   * weights at 1024² and one exchange slot per rank: peak PSS 16.2-16.9 GiB with it (the default
+   * lowMemorySegmentBytes), 19.9 GiB without, of 23.4 GiB, at no cost in step time (README, Benchmarks).
    * Default false.
    */
   lowMemory?: boolean;
