@@ -123,6 +123,17 @@ test('--help lists the generate flags; --version prints the package version', as
   assert.equal(version.stdout.trim(), pkg.version);
 });
 
+test("the README's `npx distrifusion` runs the built command (npm ci builds it; the bin must be executable)", async () => {
+  const run = await new Promise<Run>((resolve) => {
+    execFile('npx', ['--no-install', 'distrifusion', '--version'], { cwd: repoRoot }, (err, stdout, stderr) =>
+      resolve({ code: err ? Number(err.code ?? 1) : 0, stdout, stderr }),
+    );
+  });
+  const pkg = JSON.parse(await readFile(join(repoRoot, 'package.json'), 'utf8'));
+  assert.equal(run.code, 0, `npx distrifusion --version failed (run npm run build first):\n${run.stderr}`);
+  assert.equal(run.stdout.trim(), pkg.version);
+});
+
 test("on Linux the command runs again with the ranks' malloc tunables, once, unless told not to", {
   skip: process.platform !== 'linux',
 }, async () => {
