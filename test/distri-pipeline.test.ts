@@ -185,6 +185,40 @@ test('batches: two prompts × two images per prompt, full_sync on 2 ranks equals
   }
 });
 
+test('images decoded in row bands across the ranks (splitVaeDecode) equal the single-device decode: batch of 4, 3 ranks', {
+  skip: skipWithoutFixtures,
+}, async (t) => {
+  const o = options(104, 96, 2, {
+    prompt: ['a red fox in the snow', 'a lighthouse at dusk'],
+    numImagesPerPrompt: 2,
+    outputType: 'image',
+  });
+  const ref = await base.generate(o);
+  const config = { ranks: 3, mode: 'full_sync' as const, height: 104, width: 96, threadsPerRank: 1 };
+  for (const splitVaeDecode of [true, false]) {
+    const pipe = DistriSDXLPipeline.fromPipeline(
+      base,
+      UNET,
+      { ...config, splitVaeDecode },
+      { vaeDir: fixture('sdxl-tiny', 'vae') },
+    );
+    try {
+      const r = await pipe.generate(o);
+      assert.deepEqual(r.images!.shape, [4, 3, 104, 96]);
+      const e = rel(r.images!.data, ref.images!.data);
+      t.diagnostic(`splitVaeDecode ${splitVaeDecode}: images rel L2 ${e.toExponential(2)}`);
+      assert.ok(e < 1e-5, `splitVaeDecode ${splitVaeDecode}: images rel L2 ${e}`);
+      // One decode of the whole batch on all three ranks, or none.
+      assert.deepEqual(
+        pipe.decodeStats.map((s) => s.perRank.length),
+        splitVaeDecode ? [3] : [],
+      );
+    } finally {
+      await pipe.close();
+    }
+  }
+});
+
 test('DistriSDPipeline: an SD 1.5-layout UNet (4 levels) split in 2 and 3 bands, full_sync equals one device', {
   skip: skipWithoutFixtures,
 }, async () => {

@@ -109,6 +109,7 @@ test('--help lists the generate flags; --version prints the package version', as
     '--sync-mode',
     '--parallelism',
     '--no-split-batch',
+    '--no-split-vae-decode',
     '--split-scheme',
     '--output-type',
   ]) {

@@ -26,6 +26,8 @@ export interface DistriArgs {
   parallelism: Parallelism;
   splitBatch: boolean;
   splitScheme: SplitScheme;
+  /** False for --no-split-vae-decode: the VAE decodes on the calling thread. */
+  splitVaeDecode: boolean;
   lowMemory: boolean;
   /** --low-memory MIB, in bytes (DistriConfig.lowMemorySegmentBytes); absent: its default. */
   lowMemorySegmentBytes?: number;
@@ -163,7 +165,7 @@ function lowMemory(o: RawGenerateOptions): { on: boolean; segmentBytes?: number 
 /** True when any flag that only makes sense with ranks was given. */
 function wantsDistri(o: RawGenerateOptions, ranks: number | undefined): boolean {
   if (ranks !== undefined && ranks > 1) return true;
-  if (o.splitBatch === false || o.lowMemory !== undefined) return true;
+  if (o.splitBatch === false || o.splitVaeDecode === false || o.lowMemory !== undefined) return true;
   return ['parallelism', 'syncMode', 'warmupSteps', 'splitScheme', 'threadsPerRank'].some(
     (k) => o[k] !== undefined,
   );
@@ -222,6 +224,7 @@ export function parseGenerateArgs(o: RawGenerateOptions): GenerateArgs {
     parallelism: oneOf(o, 'parallelism', 'parallelism', PARALLELISMS) ?? 'patch',
     splitBatch: o.splitBatch !== false,
     splitScheme: oneOf(o, 'splitScheme', 'split-scheme', SPLIT_SCHEMES) ?? 'row',
+    splitVaeDecode: o.splitVaeDecode !== false,
     lowMemory: lowMem.on,
     ...(lowMem.segmentBytes !== undefined ? { lowMemorySegmentBytes: lowMem.segmentBytes } : {}),
   };

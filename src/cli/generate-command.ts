@@ -81,6 +81,10 @@ export function registerGenerateCommand(program: Command): void {
     .option('--parallelism <kind>', `${list(PARALLELISMS)} (default: patch)`)
     .option('--no-split-batch', 'do not split classifier-free guidance across two rank groups')
     .option(
+      '--no-split-vae-decode',
+      'decode the image on the calling thread, not in row bands across the ranks',
+    )
+    .option(
       '--split-scheme <scheme>',
       `${list(SPLIT_SCHEMES)}, how naive_patch cuts the latent (default: row)`,
     )
@@ -136,12 +140,13 @@ async function loadPipelines(
     parallelism: d.parallelism,
     splitBatch: d.splitBatch,
     splitScheme: d.splitScheme,
+    splitVaeDecode: d.splitVaeDecode,
     lowMemory: d.lowMemory,
     ...(d.lowMemorySegmentBytes !== undefined ? { lowMemorySegmentBytes: d.lowMemorySegmentBytes } : {}),
     threadsPerRank: d.threadsPerRank,
     device: a.devices.length === 1 ? a.devices[0]! : a.devices,
   };
-  const extra = a.variant ? { variant: a.variant } : {};
+  const extra = { vaeDir: join(dir, 'vae'), ...(a.variant ? { variant: a.variant } : {}) };
   const unet = join(dir, 'unet');
   const distri =
     base instanceof StableDiffusionXLPipeline

@@ -58,6 +58,12 @@ export interface DistriConfigInput {
    * Default LOW_MEMORY_SEGMENT_BYTES.
    */
   lowMemorySegmentBytes?: number;
+  /**
+   * Decode the image on the ranks too, each one row band, every exchange synchronous (the result equals
+   * the single-device decode), rather than on the calling thread. distrifuser has every rank decode the
+   * whole image. Default true; it applies when there are two ranks or more.
+   */
+  splitVaeDecode?: boolean;
 }
 
 export interface DistriConfig {
@@ -74,6 +80,7 @@ export interface DistriConfig {
   readonly timeoutMs: number;
   readonly lowMemory: boolean;
   readonly lowMemorySegmentBytes: number;
+  readonly splitVaeDecode: boolean;
 }
 
 function positiveInt(name: string, v: number | undefined, fallback: number, min = 1): number {
@@ -129,6 +136,7 @@ export function distriConfig(input: DistriConfigInput): DistriConfig {
       LOW_MEMORY_SEGMENT_BYTES,
       0,
     ),
+    splitVaeDecode: input.splitVaeDecode ?? true,
   };
 }
 

@@ -24,6 +24,15 @@ export interface Conditioning {
 /** One UNet evaluation of denoising step `step` (parallel runners need the index for warmup). */
 export type UNetCall = (step: number, inputs: UNetForwardInputs) => Promise<Tensor>;
 
+/** AutoencoderKL.decode's contract: latents already divided by scaling_factor → image in [-1, 1]. */
+export type VaeDecodeCall = (latents: Tensor) => Promise<Tensor>;
+
+/** Where generate() runs its models; absent ones run on the calling thread. */
+export interface ModelRunners {
+  unet?: UNetCall;
+  vaeDecode?: VaeDecodeCall;
+}
+
 export interface DenoiseSetup {
   options: GenerateOptions;
   schedulerConfig: Readonly<Record<string, unknown>>;
@@ -37,6 +46,7 @@ export interface DenoiseSetup {
   conditioning: Conditioning;
   encodeMs: number;
   unet: UNetCall;
+  vaeDecode?: VaeDecodeCall;
 }
 
 /** The scheduler for a run: the option's name over the checkpoint config, else the config's own class. */
@@ -126,7 +136,7 @@ export async function denoise(s: DenoiseSetup): Promise<GenerateResult> {
   let decodeMs = 0;
   if ((o.outputType ?? 'image') === 'image') {
     const td = performance.now();
-    images = await decodeToImages(s.vae, final);
+    images = await decodeToImages(s.vae, final, s.vaeDecode);
     decodeMs = performance.now() - td;
   }
   return {
@@ -139,9 +149,13 @@ export async function denoise(s: DenoiseSetup): Promise<GenerateResult> {
 }
 
 /** vae.decode(latents / scaling_factor), then (x / 2 + 0.5).clamp(0, 1). */
-export async function decodeToImages(vae: AutoencoderKL, latents: Tensor): Promise<Tensor> {
+export async function decodeToImages(
+  vae: AutoencoderKL,
+  latents: Tensor,
+  decode: VaeDecodeCall = (z) => vae.decode(z),
+): Promise<Tensor> {
   const k = Math.fround(vae.config.scalingFactor);
-  const decoded = await vae.decode({
+  const decoded = await decode({
     data: Float32Array.from(latents.data, (v) => v / k),
     shape: latents.shape,
   });
@@ -173,7 +187,7 @@ export function defaultSize(unet: UNet2DConditionModel, vae: AutoencoderKL): [nu
 export async function textToImage(
   parts: TextToImageParts,
   options: GenerateOptions,
-  unet?: UNetCall,
+  runners: ModelRunners = {},
 ): Promise<GenerateResult> {
   const [dh, dw] = defaultSize(parts.unet, parts.vae);
   const height = options.height ?? dh;
@@ -194,6 +208,7 @@ export async function textToImage(
     guidanceScale,
     conditioning: cond,
     encodeMs: performance.now() - t0,
-    unet: unet ?? ((_, inputs) => parts.unet.forward(inputs)),
+    unet: runners.unet ?? ((_, inputs) => parts.unet.forward(inputs)),
+    ...(runners.vaeDecode ? { vaeDecode: runners.vaeDecode } : {}),
   });
 }

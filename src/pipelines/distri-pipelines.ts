@@ -1,27 +1,32 @@
 // DistriSDXLPipeline / DistriSDPipeline: the single-device pipelines with the UNet split across ranks by
-// DistriFusion (or naive patches). Text encoding, the scheduler and the VAE stay on the calling thread;
-// every UNet call goes to the rank pool.
+// DistriFusion (or naive patches). Text encoding and the scheduler stay on the calling thread; every UNet
+// call goes to the rank pool, and the VAE decode to a second pool of as many ranks (splitVaeDecode).
 import { join } from 'node:path';
 import type { Tensor } from '../io/tensor.js';
 import { type DistriConfig, type DistriConfigInput, distriConfig } from '../parallel/config.js';
 import type { RankPool, StepStats } from '../parallel/rank-pool.js';
 import type { FaultInjection } from '../parallel/rank-worker.js';
-import type { UNetCall } from './denoise.js';
+import type { UNetCall, VaeDecodeCall } from './denoise.js';
 import type { GenerateOptions, GenerateResult } from './generate-options.js';
 import { StableDiffusionPipeline } from './stable-diffusion.js';
 import { type PipelineOptions, StableDiffusionXLPipeline } from './stable-diffusion-xl.js';
 import { launchUNetPool } from './unet-rank-program.js';
+import { launchVaeDecodePool } from './vae-rank-program.js';
 
 type BasePipeline = StableDiffusionXLPipeline | StableDiffusionPipeline;
 
 export interface DistriPipelineOptions extends PipelineOptions {
-  /** Test hook: make one rank fail. */
+  /** The VAE's folder, for DistriConfig.splitVaeDecode (fromPretrained sets it); without it the VAE decodes on the calling thread. */
+  vaeDir?: string;
+  /** Test hook: make one UNet rank fail. */
   fault?: FaultInjection;
 }
 
 abstract class DistriPipeline<P extends BasePipeline> {
   private pool: RankPool | undefined;
   private poolKey = '';
+  private vaePool: RankPool | undefined;
+  private vaePoolBatch = 0;
   private weights: { shared: boolean; nchwcBlock: number; packedGemm: boolean } | undefined;
 
   /** `config` already validated (distriConfig): validating it again would lose its per-rank devices. */
@@ -44,6 +49,30 @@ abstract class DistriPipeline<P extends BasePipeline> {
   /** Per-step timings and exchange figures of the last generate() (one entry per denoising step). */
   get stats(): readonly StepStats[] {
     return this.pool?.stats ?? [];
+  }
+
+  /** The same figures for the split VAE decodes since the decode ranks started (one entry per decode). */
+  get decodeStats(): readonly StepStats[] {
+    return this.vaePool?.stats ?? [];
+  }
+
+  /** The split decode, when the config asks for it and the VAE's folder is known. */
+  private vaeDecodeCall(): VaeDecodeCall | undefined {
+    const vaeDir = this.options.vaeDir;
+    if (!this.config.splitVaeDecode || this.config.ranks < 2 || vaeDir === undefined) return undefined;
+    return async (latents) => {
+      const batch = latents.shape[0]!;
+      if (!this.vaePool || this.vaePoolBatch !== batch) {
+        await this.vaePool?.close();
+        this.vaePool = undefined;
+        this.vaePool = await launchVaeDecodePool(vaeDir, this.config, batch, {
+          ...(this.options.variant ? { variant: this.options.variant } : {}),
+        });
+        this.vaePoolBatch = batch;
+      }
+      const out = await this.vaePool.step(this.vaePool.stats.length, { latents });
+      return { data: out.data as Float32Array, shape: [...out.shape] } satisfies Tensor;
+    };
   }
 
   private async poolFor(
@@ -101,15 +130,21 @@ abstract class DistriPipeline<P extends BasePipeline> {
       const out = await pool.step(step, feeds, warmup);
       return { data: out.data as Float32Array, shape: [...out.shape] } satisfies Tensor;
     };
-    return this.base.generate({ ...options, height: c.height, width: c.width }, call);
+    const vaeDecode = this.vaeDecodeCall();
+    return this.base.generate(
+      { ...options, height: c.height, width: c.width },
+      { unet: call, ...(vaeDecode ? { vaeDecode } : {}) },
+    );
   }
 
   protected abstract get defaultGuidance(): number;
 
   /** Stops the ranks; the wrapped single-device pipeline stays usable. */
   async close(): Promise<void> {
-    await this.pool?.close();
+    const pools = [this.pool, this.vaePool];
     this.pool = undefined;
+    this.vaePool = undefined;
+    await Promise.all(pools.map((p) => p?.close()));
   }
 
   async dispose(): Promise<void> {
@@ -124,11 +159,11 @@ export class DistriSDXLPipeline extends DistriPipeline<StableDiffusionXLPipeline
     config: DistriConfigInput,
     options: DistriPipelineOptions = {},
   ): Promise<DistriSDXLPipeline> {
-    const { fault: _f, ...load } = options;
+    const { fault: _f, vaeDir: _v, ...load } = options;
     // Checked before loading: a bad config then costs no load, and leaves no loaded model behind.
     const checked = distriConfig(config);
     const base = await StableDiffusionXLPipeline.fromPretrained(dir, load);
-    return new DistriSDXLPipeline(base, checked, join(dir, 'unet'), options);
+    return new DistriSDXLPipeline(base, checked, join(dir, 'unet'), { vaeDir: join(dir, 'vae'), ...options });
   }
 
   /** Wraps an already loaded pipeline whose UNet lives in `unetDir`. */
@@ -152,11 +187,11 @@ export class DistriSDPipeline extends DistriPipeline<StableDiffusionPipeline> {
     config: DistriConfigInput,
     options: DistriPipelineOptions = {},
   ): Promise<DistriSDPipeline> {
-    const { fault: _f, ...load } = options;
+    const { fault: _f, vaeDir: _v, ...load } = options;
     // Checked before loading: a bad config then costs no load, and leaves no loaded model behind.
     const checked = distriConfig(config);
     const base = await StableDiffusionPipeline.fromPretrained(dir, load);
-    return new DistriSDPipeline(base, checked, join(dir, 'unet'), options);
+    return new DistriSDPipeline(base, checked, join(dir, 'unet'), { vaeDir: join(dir, 'vae'), ...options });
   }
 
   static fromPipeline(

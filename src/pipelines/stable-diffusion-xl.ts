@@ -7,7 +7,7 @@ import { AutoencoderKL } from '../models/autoencoder-kl.js';
 import { CLIPTextModel, CLIPTextModelWithProjection } from '../models/clip-text-model.js';
 import { CLIPTokenizer } from '../models/clip-tokenizer.js';
 import { type ModelOptions, UNet2DConditionModel } from '../models/unet-2d-condition.js';
-import { type Conditioning, defaultSize, textToImage, type UNetCall } from './denoise.js';
+import { type Conditioning, defaultSize, type ModelRunners, textToImage } from './denoise.js';
 import { asList, type GenerateOptions, type GenerateResult, positiveInt } from './generate-options.js';
 import { loadComponents } from './load-components.js';
 import { concatBatch, repeatEach, zerosLike } from './tensor-ops.js';
@@ -130,7 +130,7 @@ export class StableDiffusionXLPipeline {
     };
   }
 
-  async generate(options: GenerateOptions, unet?: UNetCall): Promise<GenerateResult> {
+  async generate(options: GenerateOptions, runners?: ModelRunners): Promise<GenerateResult> {
     const c = this.components;
     const parts = {
       unet: c.unet,
@@ -140,7 +140,7 @@ export class StableDiffusionXLPipeline {
       conditioning: (o: GenerateOptions, h: number, w: number, cfg: boolean) =>
         this.conditioning(o, h, w, cfg),
     };
-    return textToImage(parts, options, unet);
+    return textToImage(parts, options, runners);
   }
 
   async dispose(): Promise<void> {

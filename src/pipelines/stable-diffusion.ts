@@ -6,7 +6,7 @@ import { AutoencoderKL } from '../models/autoencoder-kl.js';
 import { CLIPTextModel } from '../models/clip-text-model.js';
 import { CLIPTokenizer } from '../models/clip-tokenizer.js';
 import { UNet2DConditionModel } from '../models/unet-2d-condition.js';
-import { type Conditioning, defaultSize, textToImage, type UNetCall } from './denoise.js';
+import { type Conditioning, defaultSize, type ModelRunners, textToImage } from './denoise.js';
 import { asList, type GenerateOptions, type GenerateResult, positiveInt } from './generate-options.js';
 import { loadComponents } from './load-components.js';
 import type { PipelineOptions } from './stable-diffusion-xl.js';
@@ -62,7 +62,7 @@ export class StableDiffusionPipeline {
     };
   }
 
-  async generate(options: GenerateOptions, unet?: UNetCall): Promise<GenerateResult> {
+  async generate(options: GenerateOptions, runners?: ModelRunners): Promise<GenerateResult> {
     const c = this.components;
     const parts = {
       unet: c.unet,
@@ -71,7 +71,7 @@ export class StableDiffusionPipeline {
       defaultGuidance: 7.5,
       conditioning: (o: GenerateOptions, _h: number, _w: number, cfg: boolean) => this.conditioning(o, cfg),
     };
-    return textToImage(parts, options, unet);
+    return textToImage(parts, options, runners);
   }
 
   async dispose(): Promise<void> {
