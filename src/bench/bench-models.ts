@@ -1,12 +1,12 @@
 // What a benchmark runs on: a preset (random weights for a real config), a config.json (random weights), or
-// a diffusers UNet folder (its own weights). Also the host facts every report carries.
+// a diffusers UNet or VAE folder (its own weights). Also the host facts every report carries.
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { availableParallelism, cpus, totalmem } from 'node:os';
 import { basename, dirname, join } from 'node:path';
 import ort from 'onnxruntime-node';
 import { type JsonObject, readJson } from '../io/diffusers-folder.js';
 import { isPresetName, PRESETS } from './presets.js';
-import { createRandomUNet, type RandomWeightDtype } from './random-weights.js';
+import { createRandomModel, type RandomModelKind, type RandomWeightDtype } from './random-weights.js';
 import type { Progress } from './unet-row.js';
 
 export interface WeightOptions {
@@ -36,21 +36,27 @@ function shortName(path: string): string {
   return join(basename(dirname(p)), basename(p));
 }
 
-function sampleSizePixels(json: JsonObject): [number, number] {
-  const s = json.sample_size ?? 64;
+/** A config's sample_size in pixels: a UNet's counts latent pixels (8 each), a VAE's image pixels. */
+function sampleSizePixels(json: JsonObject, kind: RandomModelKind): [number, number] {
+  const s = json.sample_size ?? (kind === 'unet' ? 64 : 512);
   const [h, w] = Array.isArray(s) ? s : [s, s];
-  return [Number(h) * 8, Number(w) * 8];
+  const f = kind === 'unet' ? 8 : 1;
+  return [Number(h) * f, Number(w) * f];
 }
 
-/** Resolves `spec` (sd15, sdxl, a config.json, or a UNet folder), writing random weights where needed. */
+/**
+ * Resolves `spec` (sd15, sdxl, a config.json, or a model folder) to a UNet or a VAE, writing random weights
+ * where needed.
+ */
 export async function resolveModel(
   spec: string,
   weights: WeightOptions,
   progress: Progress,
+  kind: RandomModelKind = 'unet',
 ): Promise<BenchModel> {
   if (!isPresetName(spec) && existsSync(spec) && statSync(spec).isDirectory()) {
     const json = await readJson(join(spec, 'config.json'));
-    const [h, w] = sampleSizePixels(json);
+    const [h, w] = sampleSizePixels(json, kind);
     return {
       name: spec,
       dir: spec,
@@ -63,15 +69,22 @@ export async function resolveModel(
   let source: { json: JsonObject; label: string };
   let defaultBatch: number | undefined;
   if (isPresetName(spec)) {
-    source = { json: PRESETS[spec].unetConfig, label: `${PRESETS[spec].repo} unet/config.json` };
-    defaultBatch = PRESETS[spec].batch;
+    const preset = PRESETS[spec];
+    source = {
+      json: kind === 'unet' ? preset.unetConfig : preset.vaeConfig,
+      label: `${preset.repo} ${kind}/config.json`,
+    };
+    if (kind === 'unet') defaultBatch = preset.batch;
   } else if (spec.endsWith('.json')) {
     source = { json: await readJson(spec), label: spec };
   } else {
-    throw new Error(`model '${spec}': expected sd15, sdxl, a UNet config.json, or a diffusers UNet folder`);
+    const what = kind === 'unet' ? 'UNet' : 'VAE';
+    throw new Error(
+      `model '${spec}': expected sd15, sdxl, a ${what} config.json, or a diffusers ${what} folder`,
+    );
   }
   let next = 0;
-  const model = await createRandomUNet(source, {
+  const model = await createRandomModel(kind, source, {
     dtype: weights.dtype,
     seed: weights.seed,
     ...(weights.cacheDir ? { cacheDir: weights.cacheDir } : {}),
@@ -85,7 +98,7 @@ export async function resolveModel(
     },
   });
   if (model.reused) progress(`${spec}: reusing random weights in ${model.dir}`);
-  const [h, w] = sampleSizePixels(source.json);
+  const [h, w] = sampleSizePixels(source.json, kind);
   return {
     name: isPresetName(spec) ? spec : shortName(spec),
     dir: model.dir,

@@ -8,15 +8,23 @@ import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import type { PatchRowResult, PatchRowSpec } from './patch-row.js';
 import type { Progress, UnetRowResult, UnetRowSpec } from './unet-row.js';
+import type { VaeRowResult, VaeRowSpec } from './vae-row.js';
 
-export type RowTask = { kind: 'unet'; spec: UnetRowSpec } | { kind: 'patch'; spec: PatchRowSpec };
+export type RowTask =
+  | { kind: 'unet'; spec: UnetRowSpec }
+  | { kind: 'patch'; spec: PatchRowSpec }
+  | { kind: 'vae'; spec: VaeRowSpec };
 
-export type RowResultOf<T extends RowTask> = T extends { kind: 'unet' } ? UnetRowResult : PatchRowResult;
+export type RowResultOf<T extends RowTask> = T extends { kind: 'unet' }
+  ? UnetRowResult
+  : T extends { kind: 'vae' }
+    ? VaeRowResult
+    : PatchRowResult;
 
 export type ChildMessage =
   | { type: 'progress'; message: string }
   | { type: 'pss'; bytes: number }
-  | { type: 'result'; result: UnetRowResult | PatchRowResult; peakRssBytes: number }
+  | { type: 'result'; result: UnetRowResult | PatchRowResult | VaeRowResult; peakRssBytes: number }
   | { type: 'error'; message: string; peakRssBytes: number };
 
 export interface RowOutcome<R> {
@@ -117,6 +125,13 @@ export function runIsolated<T extends RowTask>(
   });
 }
 
+/** Runs a row in this process. The row modules load ORT and the models, which the parent of isolated rows never needs. */
+export async function runRowTask(task: RowTask, progress: Progress): Promise<RowResultOf<RowTask>> {
+  if (task.kind === 'unet') return (await import('./unet-row.js')).runUnetRow(task.spec, progress);
+  if (task.kind === 'vae') return (await import('./vae-row.js')).runVaeRow(task.spec, progress);
+  return (await import('./patch-row.js')).runPatchRow(task.spec, progress);
+}
+
 /** Runs a row in a child process, or here (peak RSS is then the process's so far). */
 export async function runRow<T extends RowTask>(
   task: T,
@@ -124,13 +139,8 @@ export async function runRow<T extends RowTask>(
   progress: Progress,
 ): Promise<RowOutcome<RowResultOf<T>>> {
   if (isolate) return runIsolated(task, progress);
-  // Imported here: the row modules load ORT and the models, which the parent of isolated rows never needs.
-  const { runUnetRow } = await import('./unet-row.js');
-  const { runPatchRow } = await import('./patch-row.js');
   try {
-    const result = (
-      task.kind === 'unet' ? await runUnetRow(task.spec, progress) : await runPatchRow(task.spec, progress)
-    ) as RowResultOf<T>;
+    const result = (await runRowTask(task, progress)) as RowResultOf<T>;
     return { result, peakRssBytes: result.peakRssBytes, peakPssBytes: 0, peakUsedBytes: 0 };
   } catch (e) {
     return {

@@ -9,4 +9,10 @@ test('embedded preset configs equal the real config files', { skip: skipWithoutF
   const sdxl = await readJson(fixture('configs', 'stable-diffusion-xl-base-1.0', 'unet', 'config.json'));
   assert.deepEqual(PRESETS.sd15.unetConfig, sd15);
   assert.deepEqual(PRESETS.sdxl.unetConfig, sdxl);
+  for (const [name, repo] of [
+    ['sd15', 'stable-diffusion-v1-5'],
+    ['sdxl', 'stable-diffusion-xl-base-1.0'],
+  ] as const) {
+    assert.deepEqual(PRESETS[name].vaeConfig, await readJson(fixture('configs', repo, 'vae', 'config.json')));
+  }
 });

@@ -1,6 +1,7 @@
-// The UNet config.json files of the two models the benchmarks default to, embedded so that `bench` needs no
-// download: runwayml/stable-diffusion-v1-5 (commit 1d0c4ebf, CreativeML OpenRAIL-M) and
-// stabilityai/stable-diffusion-xl-base-1.0 (commit 46216598, CreativeML OpenRAIL++-M), unet/config.json.
+// The UNet and VAE config.json files of the two models the benchmarks default to, embedded so that `bench`
+// needs no download: runwayml/stable-diffusion-v1-5 (commit 1d0c4ebf, CreativeML OpenRAIL-M) and
+// stabilityai/stable-diffusion-xl-base-1.0 (commit 46216598, CreativeML OpenRAIL++-M), unet/config.json and
+// vae/config.json.
 // A test checks them against the copies in the reference fixtures.
 import type { JsonObject } from '../io/diffusers-folder.js';
 
@@ -11,6 +12,7 @@ export interface Preset {
   /** Hub repository the config comes from. */
   repo: string;
   unetConfig: JsonObject;
+  vaeConfig: JsonObject;
   /** The UNet batch of the standard benchmark (SD 1.5: the two CFG halves of one image). */
   batch: number;
 }
@@ -87,9 +89,50 @@ const SDXL_UNET: JsonObject = {
   use_linear_projection: true,
 };
 
+const VAE_BLOCKS = {
+  act_fn: 'silu',
+  block_out_channels: [128, 256, 512, 512],
+  down_block_types: ['DownEncoderBlock2D', 'DownEncoderBlock2D', 'DownEncoderBlock2D', 'DownEncoderBlock2D'],
+  in_channels: 3,
+  latent_channels: 4,
+  layers_per_block: 2,
+  norm_num_groups: 32,
+  out_channels: 3,
+  up_block_types: ['UpDecoderBlock2D', 'UpDecoderBlock2D', 'UpDecoderBlock2D', 'UpDecoderBlock2D'],
+};
+
+const SD15_VAE: JsonObject = {
+  _class_name: 'AutoencoderKL',
+  _diffusers_version: '0.6.0',
+  ...VAE_BLOCKS,
+  sample_size: 512,
+};
+
+const SDXL_VAE: JsonObject = {
+  _class_name: 'AutoencoderKL',
+  _diffusers_version: '0.20.0.dev0',
+  _name_or_path: '../sdxl-vae/',
+  ...VAE_BLOCKS,
+  force_upcast: true,
+  sample_size: 1024,
+  scaling_factor: 0.13025,
+};
+
 export const PRESETS: Readonly<Record<PresetName, Preset>> = {
-  sd15: { name: 'sd15', repo: 'runwayml/stable-diffusion-v1-5', unetConfig: SD15_UNET, batch: 2 },
-  sdxl: { name: 'sdxl', repo: 'stabilityai/stable-diffusion-xl-base-1.0', unetConfig: SDXL_UNET, batch: 1 },
+  sd15: {
+    name: 'sd15',
+    repo: 'runwayml/stable-diffusion-v1-5',
+    unetConfig: SD15_UNET,
+    vaeConfig: SD15_VAE,
+    batch: 2,
+  },
+  sdxl: {
+    name: 'sdxl',
+    repo: 'stabilityai/stable-diffusion-xl-base-1.0',
+    unetConfig: SDXL_UNET,
+    vaeConfig: SDXL_VAE,
+    batch: 1,
+  },
 };
 
 export function isPresetName(s: string): s is PresetName {

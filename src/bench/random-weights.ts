@@ -1,5 +1,5 @@
-// A UNet folder (config.json + diffusion_pytorch_model.safetensors) with seeded random weights, for benchmarks
-// of real model sizes without downloading checkpoints. The key list comes from building the graph with a
+// A UNet or VAE folder (config.json + diffusion_pytorch_model.safetensors) with seeded random weights, for
+// benchmarks of real model sizes without downloading checkpoints. The key list comes from building the graph with a
 // recording weight store, so every key the model asks for exists; tensors are generated and written one at a
 // time (SDXL is 10.3 GB in F32).
 import { existsSync } from 'node:fs';
@@ -11,6 +11,7 @@ import { float32ToHalfArray } from '../io/half.js';
 import { makeTempFolder } from '../io/temp-folders.js';
 import { formatShape } from '../io/tensor.js';
 import { type WeightEntry, WeightStore } from '../io/weights.js';
+import { buildVaeDecoderGraph, buildVaeEncoderGraph, parseVaeConfig } from '../models/autoencoder-kl.js';
 import { buildUNetGraph } from '../models/unet-2d-condition.js';
 import { parseUNetConfig } from '../models/unet-config.js';
 import { registerTempDir, unregisterTempDir } from './temp-dirs.js';
@@ -61,6 +62,26 @@ export function unetWeightShapes(
   buildUNetGraph(config, store, { batch: 1, height: minimal, width: minimal });
   return store.shapes;
 }
+
+/** Every weight an AutoencoderKL config implies (encoder and decoder: loading checks both). */
+export function vaeWeightShapes(
+  configJson: Record<string, unknown>,
+  configPath: string,
+): Map<string, number[]> {
+  const config = parseVaeConfig(configJson, configPath);
+  const store = new RecordingWeightStore(configPath);
+  const f = 2 ** (config.blockOutChannels.length - 1);
+  buildVaeDecoderGraph(config, store, { batch: 1, height: 1, width: 1 });
+  buildVaeEncoderGraph(config, store, { batch: 1, height: f, width: f });
+  return store.shapes;
+}
+
+export type RandomModelKind = 'unet' | 'vae';
+
+const WEIGHT_SHAPES: Record<RandomModelKind, typeof unetWeightShapes> = {
+  unet: unetWeightShapes,
+  vae: vaeWeightShapes,
+};
 
 /** FNV-1a of a key, mixed with the seed: each tensor's values depend only on (seed, key). */
 function tensorSeed(seed: number, key: string): number {
@@ -162,12 +183,12 @@ export async function writeRandomSafetensors(
   }
 }
 
-export interface RandomUNetOptions extends WriteRandomOptions {
+export interface RandomModelOptions extends WriteRandomOptions {
   /** Keep the folder here, keyed by config, dtype and seed, and reuse it next time (default: a temp dir removed at exit). */
   cacheDir?: string;
 }
 
-export interface RandomUNet {
+export interface RandomModel {
   dir: string;
   /** Bytes of tensor data. */
   bytes: number;
@@ -190,20 +211,29 @@ async function checkDiskSpace(dir: string, need: number, what: string): Promise<
   }
 }
 
-/** A UNet config.json's content, and where it came from (for messages). */
-export interface UNetConfigSource {
+/** A config.json's content, and where it came from (for messages). */
+export interface ModelConfigSource {
   json: JsonObject;
   label: string;
 }
 
 /** Writes a UNet folder with random weights for a diffusers UNet config (a config.json path, or its content). */
-export async function createRandomUNet(
-  config: string | UNetConfigSource,
-  options: RandomUNetOptions = {},
-): Promise<RandomUNet> {
+export function createRandomUNet(
+  config: string | ModelConfigSource,
+  options: RandomModelOptions = {},
+): Promise<RandomModel> {
+  return createRandomModel('unet', config, options);
+}
+
+/** Writes a UNet or VAE folder with random weights for its diffusers config. */
+export async function createRandomModel(
+  kind: RandomModelKind,
+  config: string | ModelConfigSource,
+  options: RandomModelOptions = {},
+): Promise<RandomModel> {
   const { json, label } =
     typeof config === 'string' ? { json: await readJson(config), label: config } : config;
-  const shapes = unetWeightShapes(json, label);
+  const shapes = WEIGHT_SHAPES[kind](json, label);
   const dtype = options.dtype ?? 'F32';
   const seed = options.seed ?? 0;
   const bytes = randomWeightBytes(shapes, dtype);
@@ -212,7 +242,10 @@ export async function createRandomUNet(
   const what = `random weights for ${label}`;
   let dir: string;
   if (options.cacheDir) {
-    dir = join(options.cacheDir, `unet-${tensorSeed(0, text).toString(16)}-${dtype.toLowerCase()}-s${seed}`);
+    dir = join(
+      options.cacheDir,
+      `${kind}-${tensorSeed(0, text).toString(16)}-${dtype.toLowerCase()}-s${seed}`,
+    );
     if (existsSync(join(dir, COMPLETE_MARKER)))
       return { dir, bytes, params, reused: true, cleanup: async () => {} };
     await mkdir(dir, { recursive: true });

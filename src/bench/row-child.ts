@@ -1,9 +1,7 @@
 // The child process of runIsolated: runs one row and reports back over IPC, then exits (ORT and worker
 // threads would otherwise keep it alive).
-import type { ChildMessage, RowTask } from './isolate.js';
-import { runPatchRow } from './patch-row.js';
+import { type ChildMessage, type RowTask, runRowTask } from './isolate.js';
 import { peakRssBytes } from './table.js';
-import { runUnetRow } from './unet-row.js';
 
 function send(m: ChildMessage): Promise<void> {
   return new Promise((resolve) => process.send!(m, () => resolve()));
@@ -12,8 +10,7 @@ function send(m: ChildMessage): Promise<void> {
 process.once('message', async (task: RowTask) => {
   const progress = (message: string): void => void send({ type: 'progress', message });
   try {
-    const result =
-      task.kind === 'unet' ? await runUnetRow(task.spec, progress) : await runPatchRow(task.spec, progress);
+    const result = await runRowTask(task, progress);
     await send({ type: 'result', result, peakRssBytes: peakRssBytes() });
     process.exit(0);
   } catch (e) {

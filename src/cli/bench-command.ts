@@ -1,5 +1,5 @@
-// `distrifusion bench unet`, `bench patch` and `bench profile`: tables on stdout, progress on stderr, JSON on
-// request.
+// `distrifusion bench unet`, `bench patch`, `bench vae` and `bench profile`: tables on stdout, progress on
+// stderr, JSON on request.
 import { mkdir, writeFile } from 'node:fs/promises';
 import type { Command } from 'commander';
 import type { WeightOptions } from '../bench/bench-models.js';
@@ -8,6 +8,7 @@ import { patchTable, runPatchBench } from '../bench/patch-bench.js';
 import { isPresetName } from '../bench/presets.js';
 import { parseIntList, parseNameList } from '../bench/table.js';
 import { runUnetBench, unetTable } from '../bench/unet-bench.js';
+import { runVaeBench, vaeTable } from '../bench/vae-bench.js';
 import { PARALLELISMS, SYNC_MODES } from '../parallel/config.js';
 import { mebibytesToBytes } from './generate-args.js';
 
@@ -54,6 +55,27 @@ interface PatchFlags extends CommonFlags {
   nchwcWeights: string;
   packedGemm: string;
   baselines: boolean;
+}
+
+interface VaeFlags extends CommonFlags {
+  model?: string;
+  config?: string;
+  preset?: string;
+  ranks: string;
+  threadsPerRank: string;
+  batch: string;
+  repeats: string;
+  timeoutMs: string;
+  baselines: boolean;
+}
+
+/** --model, --config or --preset (at most one; sd15 by default). */
+function modelSpec(command: string, f: { model?: string; config?: string; preset?: string }): string {
+  const given = [f.model, f.config, f.preset].filter((v) => v !== undefined);
+  if (given.length > 1) throw new Error(`bench ${command}: give one of --model, --config and --preset`);
+  if (f.preset !== undefined && !isPresetName(f.preset))
+    throw new Error(`--preset: expected sd15 or sdxl, got '${f.preset}'`);
+  return f.model ?? f.config ?? f.preset ?? 'sd15';
 }
 
 function int(flag: string, value: string | undefined, min = 1): number | undefined {
@@ -126,12 +148,12 @@ function addCommon(c: Command): Command {
     .option('--json <file>', 'also write the report as JSON');
 }
 
-/** Registers `distrifusion bench unet`, `bench patch` and `bench profile`. */
+/** Registers `distrifusion bench unet`, `bench patch`, `bench vae` and `bench profile`. */
 export function registerBenchCommand(program: Command, io: BenchIO = STDIO): void {
   const bench = program
     .command('bench')
     .description(
-      'benchmarks: whole-UNet FLOP rate (unet), DistriFusion splits (patch), ORT profiles by operator (profile)',
+      'benchmarks: whole-UNet FLOP rate (unet), DistriFusion splits (patch), the split VAE decode (vae), ORT profiles by operator (profile)',
     );
 
   addCommon(
@@ -224,10 +246,7 @@ export function registerBenchCommand(program: Command, io: BenchIO = STDIO): voi
       .option('--timeout-ms <ms>', 'longest wait for a rank', '1800000'),
   ).action(async (f: PatchFlags) => {
     const progress = progressTo(io);
-    const given = [f.model, f.config, f.preset].filter((v) => v !== undefined);
-    if (given.length > 1) throw new Error('bench patch: give one of --model, --config and --preset');
-    if (f.preset !== undefined && !isPresetName(f.preset))
-      throw new Error(`--preset: expected sd15 or sdxl, got '${f.preset}'`);
+    const model = modelSpec('patch', f);
     const steps = int('--steps', f.steps)!;
     const warmupSteps = int('--warmup-steps', f.warmupSteps, 0)!;
     if (steps <= warmupSteps + 1)
@@ -237,7 +256,7 @@ export function registerBenchCommand(program: Command, io: BenchIO = STDIO): voi
     if (f.ortProfile) await mkdir(f.ortProfile, { recursive: true });
     const report = await runPatchBench(
       {
-        model: f.model ?? f.config ?? f.preset ?? 'sd15',
+        model,
         ranks: parseIntList('--ranks', f.ranks),
         threadsPerRank: int('--threads-per-rank', f.threadsPerRank)!,
         parallelism: parseNameList('--parallelism', f.parallelism, PARALLELISMS),
@@ -268,6 +287,42 @@ export function registerBenchCommand(program: Command, io: BenchIO = STDIO): voi
       }\n`,
     );
     await finish(io, patchTable(report), report, f.json);
+  });
+
+  addCommon(
+    bench
+      .command('vae')
+      .description(
+        'the VAE decode split in row bands across ranks (splitVaeDecode) against one rank: ms per decode, speedups, exchange, RSS',
+      )
+      .option('--model <dir>', 'a diffusers VAE folder (its own weights)')
+      .option('--config <file>', 'a VAE config.json (random weights)')
+      .option('--preset <name>', 'sd15 or sdxl (random weights for the real VAE config; the default is sd15)')
+      .option('--ranks <list>', 'rank counts', '1,2')
+      .option('--threads-per-rank <n>', 'intra-op threads of each rank', '1')
+      .option('--batch <n>', 'images decoded at once', '1')
+      .option('--repeats <n>', 'timed decodes after one untimed (the median is reported)', '3')
+      .option('--no-baselines', 'skip the 1 rank × 1 thread and 1 rank × N threads rows (no speedups then)')
+      .option('--timeout-ms <ms>', 'longest wait for a rank', '1800000'),
+  ).action(async (f: VaeFlags) => {
+    const progress = progressTo(io);
+    const report = await runVaeBench(
+      {
+        model: modelSpec('vae', f),
+        ranks: parseIntList('--ranks', f.ranks),
+        threadsPerRank: int('--threads-per-rank', f.threadsPerRank)!,
+        ...size(f),
+        batch: int('--batch', f.batch)!,
+        repeats: int('--repeats', f.repeats)!,
+        timeoutMs: int('--timeout-ms', f.timeoutMs)!,
+        baselines: f.baselines,
+        weights: weightOptions(f),
+        isolate: f.isolate,
+      },
+      progress,
+    );
+    io.out(`\n${report.model} VAE decode, ${report.height}x${report.width}, batch ${report.options.batch}\n`);
+    await finish(io, vaeTable(report), report, f.json);
   });
 
   bench

@@ -1,0 +1,174 @@
+// `bench vae`: the VAE decode split in row bands across ranks (DistriConfig.splitVaeDecode) against the
+// single-device decode on one thread and on as many threads as the ranks use together.
+import { availableParallelism } from 'node:os';
+import {
+  type BenchModel,
+  type HostInfo,
+  hostInfo,
+  resolveModel,
+  type WeightOptions,
+} from './bench-models.js';
+import { runRow } from './isolate.js';
+import { toBeatThreads } from './patch-bench.js';
+import { fmt, fmtBytes, renderTable } from './table.js';
+import type { Progress } from './unet-row.js';
+import type { VaeRowResult, VaeRowSpec } from './vae-row.js';
+
+export interface VaeBenchOptions {
+  /** sd15, sdxl, a VAE config.json, or a VAE folder. */
+  model: string;
+  ranks: number[];
+  threadsPerRank: number;
+  height?: number;
+  width?: number;
+  batch: number;
+  repeats: number;
+  timeoutMs: number;
+  /** Also run 1 rank × 1 thread and 1 rank × (max ranks · threads) to compare with (default true). */
+  baselines?: boolean;
+  weights: WeightOptions;
+  isolate?: boolean;
+}
+
+export interface VaeBenchRow {
+  key: string;
+  role: 'baseline' | 'to-beat' | 'split';
+  ok: boolean;
+  error?: string;
+  peakRssBytes: number;
+  peakPssBytes: number;
+  peakUsedBytes: number;
+  /** Median decode speedup over 1 rank × 1 thread, and over 1 rank × (ranks · threads). */
+  speedup?: number;
+  speedupOverThreads?: number;
+  spec: Omit<VaeRowSpec, 'vaeDir'>;
+  result?: VaeRowResult;
+}
+
+export interface VaeBenchReport {
+  bench: 'vae';
+  date: string;
+  host: HostInfo;
+  model: string;
+  height: number;
+  width: number;
+  options: Omit<VaeBenchOptions, 'weights'> & { weights: Omit<WeightOptions, 'cacheDir'> };
+  rows: VaeBenchRow[];
+}
+
+type RowPlan = Pick<VaeBenchRow, 'key' | 'role'> & { spec: VaeRowSpec };
+
+function planRows(o: VaeBenchOptions, base: Omit<VaeRowSpec, 'ranks' | 'threadsPerRank'>): RowPlan[] {
+  const plans = new Map<string, RowPlan>();
+  const add = (role: RowPlan['role'], ranks: number, threads: number) => {
+    const key = ranks === 1 ? `1x${threads}` : `${ranks}x${threads} split`;
+    if (!plans.has(key)) plans.set(key, { key, role, spec: { ...base, ranks, threadsPerRank: threads } });
+  };
+  if (o.baselines !== false) {
+    add('baseline', 1, 1);
+    const beat = toBeatThreads(Math.max(...o.ranks), o.threadsPerRank, availableParallelism());
+    if (beat > 1) add('to-beat', 1, beat);
+  }
+  for (const ranks of o.ranks) add('split', ranks, o.threadsPerRank);
+  return [...plans.values()];
+}
+
+export async function runVaeBench(o: VaeBenchOptions, progress: Progress): Promise<VaeBenchReport> {
+  let model: BenchModel | undefined;
+  try {
+    model = await resolveModel(o.model, o.weights, progress, 'vae');
+    const height = o.height ?? model.defaultHeight;
+    const width = o.width ?? model.defaultWidth;
+    const plans = planRows(o, {
+      vaeDir: model.dir,
+      batch: o.batch,
+      height,
+      width,
+      repeats: o.repeats,
+      timeoutMs: o.timeoutMs,
+    });
+    const rows: VaeBenchRow[] = [];
+    for (const plan of plans) {
+      const log = (m: string) => progress(`${plan.key}: ${m}`);
+      log('starting');
+      const outcome = await runRow({ kind: 'vae', spec: plan.spec }, o.isolate ?? true, log);
+      if (outcome.error) log(`FAILED: ${outcome.error}`);
+      const { vaeDir: _d, ...spec } = plan.spec;
+      rows.push({
+        key: plan.key,
+        role: plan.role,
+        ok: outcome.result !== undefined,
+        ...(outcome.error ? { error: outcome.error } : {}),
+        peakRssBytes: outcome.peakRssBytes,
+        peakPssBytes: outcome.peakPssBytes,
+        peakUsedBytes: outcome.peakUsedBytes,
+        spec,
+        ...(outcome.result ? { result: outcome.result } : {}),
+      });
+    }
+    const ms = (role: VaeBenchRow['role']) => rows.find((r) => r.role === role)?.result?.medianMs;
+    for (const r of rows) {
+      const own = r.result?.medianMs;
+      if (own === undefined) continue;
+      const one = ms('baseline');
+      const beat = ms('to-beat');
+      if (one !== undefined) r.speedup = one / own;
+      if (beat !== undefined) r.speedupOverThreads = beat / own;
+    }
+    const { weights, ...rest } = o;
+    return {
+      bench: 'vae',
+      date: new Date().toISOString(),
+      host: hostInfo(),
+      model: model.name,
+      height,
+      width,
+      options: { ...rest, weights: { dtype: weights.dtype, seed: weights.seed } },
+      rows,
+    };
+  } finally {
+    await model?.cleanup();
+  }
+}
+
+export function vaeTable(report: VaeBenchReport): string {
+  const beat = report.rows.find((r) => r.role === 'to-beat')?.key ?? '1xN';
+  const x = (v: number | undefined) => (v === undefined || !Number.isFinite(v) ? '-' : `${v.toFixed(2)}x`);
+  return renderTable(
+    [
+      { header: 'ranks x threads', align: 'left' },
+      { header: 'first ms' },
+      { header: 'ms/decode' },
+      { header: 'vs 1x1' },
+      { header: `vs ${beat}` },
+      { header: 'GFLOP/s' },
+      { header: 'exchanged/decode' },
+      { header: 'rank compute ms (min/max)' },
+      { header: 'wait ms' },
+      { header: 'peak RSS' },
+      { header: 'peak PSS' },
+      { header: 'peak used' },
+      { header: 'launch s' },
+      { header: 'status', align: 'left' },
+    ],
+    report.rows.map((r) => {
+      const res = r.result;
+      return [
+        r.key,
+        fmt(res?.firstMs),
+        fmt(res?.medianMs),
+        x(r.speedup),
+        x(r.speedupOverThreads),
+        fmt(res?.gflops, 1),
+        res && r.spec.ranks > 1 ? fmtBytes(res.bytesPerDecode) : '-',
+        res?.computeMs ? `${fmt(res.computeMs[0])} / ${fmt(res.computeMs[1])}` : '-',
+        res && r.spec.ranks > 1 ? fmt(res.waitMs, 1) : '-',
+        fmtBytes(r.peakRssBytes),
+        r.peakPssBytes > 0 ? fmtBytes(r.peakPssBytes) : '-',
+        r.peakUsedBytes > 0 ? fmtBytes(r.peakUsedBytes) : '-',
+        fmt(res && res.launchMs / 1000, 1),
+        r.ok ? 'ok' : `failed: ${r.error}`,
+      ];
+    }),
+  );
+}
