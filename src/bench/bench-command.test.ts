@@ -1,8 +1,8 @@
-// Smoke tests of `bench unet` and `bench patch` at a tiny size: the table and the JSON carry every field,
+// Smoke tests of `bench unet`, `bench patch` and `bench vae` at a tiny size: the table and the JSON carry every field,
 // and every figure is finite. Speed is for benchmarks to measure, never for tests to assert.
 import assert from 'node:assert/strict';
 import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { Command } from 'commander';
@@ -10,6 +10,7 @@ import { fixture, skipWithoutFixtures } from '../../test/helpers/fixtures.js';
 import { registerBenchCommand } from '../cli/bench-command.js';
 import { type PatchBenchReport, toBeatThreads } from './patch-bench.js';
 import type { UnetBenchReport } from './unet-bench.js';
+import type { VaeBenchReport } from './vae-bench.js';
 
 const tinyConfig = fixture('sdxl-tiny', 'unet', 'config.json');
 
@@ -220,4 +221,38 @@ test('bench patch: flag errors name the flag', async () => {
     /--low-memory: 'maybe' is not off, on or a size in MiB/,
   );
   await assert.rejects(runBench(['unet', '--dtype', 'f8']), /--dtype: expected f32 or f16, got 'f8'/);
+});
+
+test('bench vae: table and JSON at 64x96 from a VAE config.json, split rows and baselines', {
+  skip: skipWithoutFixtures,
+}, async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'distrifusion-bench-test-'));
+  try {
+    const json = join(dir, 'vae.json');
+    const config = fixture('sdxl-tiny', 'vae', 'config.json');
+    const args = ['vae', '--config', config, '--ranks', '1,3', '--repeats', '2', '--height', '64'];
+    const { out } = await runBench([...args, '--width', '96', '--json', json]);
+    for (const h of ['ms/decode', 'vs 1x1', 'exchanged/decode', 'rank compute ms (min/max)', 'peak PSS'])
+      assert.ok(out.includes(h), `table lacks '${h}'`);
+    const report = JSON.parse(await readFile(json, 'utf8')) as VaeBenchReport;
+    assert.deepEqual([report.height, report.width], [64, 96]);
+    const keys = report.rows.map((r) => r.key);
+    const beat = toBeatThreads(3, 1, availableParallelism());
+    assert.deepEqual(keys, ['1x1', ...(beat > 1 ? [`1x${beat}`] : []), '3x1 split']);
+    for (const row of report.rows) {
+      assert.ok(row.ok, row.error);
+      const r = row.result!;
+      assert.equal(r.decodesMs.length, 2);
+      for (const [k, v] of Object.entries({ ms: r.medianMs, gflops: r.gflops, speedup: row.speedup }))
+        assertFinite(`${row.key} ${k}`, v);
+      assert.ok(r.flops > 0);
+    }
+    const split = report.rows.at(-1)!.result!;
+    // Three bands exchange halos, K/V and GroupNorm statistics; one rank exchanges nothing.
+    assert.ok(split.bytesPerDecode > 0 && split.computeMs!.every((ms) => ms > 0));
+    assert.equal(report.rows[0]!.result!.bytesPerDecode, 0);
+    await assert.rejects(runBench(['vae', '--preset', 'sd3']), /--preset: expected sd15 or sdxl, got 'sd3'/);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
 });

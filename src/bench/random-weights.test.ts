@@ -6,8 +6,9 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { fixture, skipWithoutFixtures } from '../../test/helpers/fixtures.js';
 import { SafetensorsFile } from '../io/safetensors.js';
+import { AutoencoderKL } from '../models/autoencoder-kl.js';
 import { UNet2DConditionModel } from '../models/unet-2d-condition.js';
-import { createRandomUNet, randomTensor } from './random-weights.js';
+import { createRandomModel, createRandomUNet, randomTensor } from './random-weights.js';
 
 const tinyConfig = fixture('sdxl-tiny', 'unet', 'config.json');
 
@@ -87,5 +88,30 @@ test('a cached random UNet is reused and byte-identical for the same seed', {
     await other.cleanup();
   } finally {
     await rm(cacheDir, { recursive: true, force: true });
+  }
+});
+
+test("a random VAE has exactly the real checkpoint's keys and shapes (sdxl-tiny), and its decode is finite", {
+  skip: skipWithoutFixtures,
+}, async () => {
+  const real = await SafetensorsFile.open(fixture('sdxl-tiny', 'vae', 'diffusion_pytorch_model.safetensors'));
+  const realShapes = new Map([...real.entries].map(([k, e]) => [k, [...e.shape]]));
+  await real.close();
+  const model = await createRandomModel('vae', fixture('sdxl-tiny', 'vae', 'config.json'), { seed: 2 });
+  try {
+    const file = await SafetensorsFile.open(join(model.dir, 'diffusion_pytorch_model.safetensors'));
+    const shapes = new Map([...file.entries].map(([k, e]) => [k, [...e.shape]]));
+    await file.close();
+    assert.deepEqual(new Map([...shapes].sort()), new Map([...realShapes].sort()));
+    const vae = await AutoencoderKL.fromPretrained(model.dir, { threads: 1 });
+    const out = await vae.decode({
+      data: new Float32Array(4 * 6 * 5).map((_, i) => Math.cos(i)),
+      shape: [1, 4, 6, 5],
+    });
+    await vae.dispose();
+    assert.deepEqual(out.shape, [1, 3, 24, 20]);
+    assert.ok(stats(out.data).finite);
+  } finally {
+    await model.cleanup();
   }
 });

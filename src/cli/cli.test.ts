@@ -109,7 +109,7 @@ test('--help lists the generate flags; --version prints the package version', as
     '--sync-mode',
     '--parallelism',
     '--no-split-batch',
-    '--no-split-vae-decode',
+    '--split-vae-decode',
     '--split-scheme',
     '--output-type',
   ]) {
@@ -198,6 +198,15 @@ test('--ranks 2 --sync-mode full_sync gives the single-device pixels', async () 
   // Float summation order may move a pixel by one step of 1/255; a broken split moves most of them.
   assert.ok(d.max <= 1 && d.count < 100, `distributed pixels differ: ${JSON.stringify(d)}`);
   assert.match(png(distributed).text.parameters!, /DistriFusion: "ranks=2, mode=full_sync, warmup=4"/);
+  const splitDecode = join(root, 'ranks2-split-decode.png');
+  const rs = ok(
+    await cli(demo(splitDecode, '--ranks', '2', '--sync-mode', 'full_sync', '--split-vae-decode')),
+    'distributed run with the VAE decode split',
+  );
+  assert.match(rs.stderr, /VAE decode split across 2 ranks: [\d.]+ s; rank 0 /);
+  assert.doesNotMatch(r.stderr, /VAE decode split/);
+  const s = pixelDiff(png(single), png(splitDecode));
+  assert.ok(s.max <= 1 && s.count < 100, `pixels with the split decode differ: ${JSON.stringify(s)}`);
 });
 
 test('patches without the CFG split (--no-split-batch) match too; --output-type latent writes safetensors', async () => {

@@ -26,7 +26,7 @@ export interface DistriArgs {
   parallelism: Parallelism;
   splitBatch: boolean;
   splitScheme: SplitScheme;
-  /** False for --no-split-vae-decode: the VAE decodes on the calling thread. */
+  /** --split-vae-decode: the VAE decodes in row bands on the ranks (DistriConfig.splitVaeDecode). */
   splitVaeDecode: boolean;
   lowMemory: boolean;
   /** --low-memory MIB, in bytes (DistriConfig.lowMemorySegmentBytes); absent: its default. */
@@ -165,7 +165,7 @@ function lowMemory(o: RawGenerateOptions): { on: boolean; segmentBytes?: number 
 /** True when any flag that only makes sense with ranks was given. */
 function wantsDistri(o: RawGenerateOptions, ranks: number | undefined): boolean {
   if (ranks !== undefined && ranks > 1) return true;
-  if (o.splitBatch === false || o.splitVaeDecode === false || o.lowMemory !== undefined) return true;
+  if (o.splitBatch === false || o.splitVaeDecode === true || o.lowMemory !== undefined) return true;
   return ['parallelism', 'syncMode', 'warmupSteps', 'splitScheme', 'threadsPerRank'].some(
     (k) => o[k] !== undefined,
   );
@@ -224,7 +224,7 @@ export function parseGenerateArgs(o: RawGenerateOptions): GenerateArgs {
     parallelism: oneOf(o, 'parallelism', 'parallelism', PARALLELISMS) ?? 'patch',
     splitBatch: o.splitBatch !== false,
     splitScheme: oneOf(o, 'splitScheme', 'split-scheme', SPLIT_SCHEMES) ?? 'row',
-    splitVaeDecode: o.splitVaeDecode !== false,
+    splitVaeDecode: o.splitVaeDecode === true,
     lowMemory: lowMem.on,
     ...(lowMem.segmentBytes !== undefined ? { lowMemorySegmentBytes: lowMem.segmentBytes } : {}),
   };

@@ -21,7 +21,7 @@ import {
   parseGenerateArgs,
 } from './generate-args.js';
 import { outputPaths, parametersText, samplerLabel } from './generate-output.js';
-import { rankTable, stepReporter } from './progress.js';
+import { rankTable, splitDecodeLine, stepReporter } from './progress.js';
 
 type ModelKind = 'sdxl' | 'sd';
 
@@ -81,8 +81,8 @@ export function registerGenerateCommand(program: Command): void {
     .option('--parallelism <kind>', `${list(PARALLELISMS)} (default: patch)`)
     .option('--no-split-batch', 'do not split classifier-free guidance across two rank groups')
     .option(
-      '--no-split-vae-decode',
-      'decode the image on the calling thread, not in row bands across the ranks',
+      '--split-vae-decode',
+      'decode the image in row bands on the ranks too, not on the calling thread (measured in the README)',
     )
     .option(
       '--split-scheme <scheme>',
@@ -215,6 +215,8 @@ export async function runGenerate(a: GenerateArgs): Promise<void> {
       });
     const written = await writeOutputs(a, result, parameters);
     if (distri) err.write(`${rankTable(distri.stats)}\n`);
+    const decode = distri?.decodeStats.at(-1);
+    if (decode) err.write(`${splitDecodeLine(decode)}\n`);
     err.write(`${timingsLine(result.timings)}\n`);
     for (const p of written) process.stdout.write(`${p}\n`);
   } finally {

@@ -52,6 +52,17 @@ function mean(xs: number[]): number | undefined {
 }
 
 /** A short table: per rank, mean step time over synchronous and asynchronous steps, mean wait, data sent. */
+/** One split VAE decode: its time, and each rank's time, waits and bytes sent. */
+export function splitDecodeLine(s: StepStats): string {
+  const per = s.perRank
+    .map(
+      (r) =>
+        `rank ${r.rank} ${(r.ms / 1000).toFixed(2)} s (wait ${(r.waitMs / 1000).toFixed(2)} s, sent ${(r.bytesPublished / 1e6).toFixed(1)} MB)`,
+    )
+    .join(', ');
+  return `VAE decode split across ${s.perRank.length} ranks: ${(s.ms / 1000).toFixed(2)} s; ${per}`;
+}
+
 export function rankTable(stats: readonly StepStats[]): string {
   const ranks = new Map<number, { sync: number[]; async: number[]; wait: number[]; bytes: number }>();
   for (const s of stats) {

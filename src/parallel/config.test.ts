@@ -9,7 +9,7 @@ test('distriConfig fills the defaults, lowMemory off with its segment size ready
   assert.equal(c.parallelism, 'patch');
   assert.equal(c.splitBatch, true);
   assert.equal(c.lowMemory, false);
-  assert.equal(c.splitVaeDecode, true);
+  assert.equal(c.splitVaeDecode, false);
   assert.equal(c.lowMemorySegmentBytes, LOW_MEMORY_SEGMENT_BYTES);
   assert.deepEqual(c.devices, ['cpu', 'cpu']);
   const cut = distriConfig({ height: 64, width: 64, lowMemory: true, lowMemorySegmentBytes: 0 });

@@ -1,6 +1,6 @@
 // DistriSDXLPipeline / DistriSDPipeline: the single-device pipelines with the UNet split across ranks by
 // DistriFusion (or naive patches). Text encoding and the scheduler stay on the calling thread; every UNet
-// call goes to the rank pool, and the VAE decode to a second pool of as many ranks (splitVaeDecode).
+// call goes to the rank pool, and with splitVaeDecode the VAE decode to a second pool of as many ranks.
 import { join } from 'node:path';
 import type { Tensor } from '../io/tensor.js';
 import { type DistriConfig, type DistriConfigInput, distriConfig } from '../parallel/config.js';
