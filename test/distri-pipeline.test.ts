@@ -217,6 +217,10 @@ test('images decoded in row bands across the ranks (splitVaeDecode) equal the si
       await pipe.close();
     }
   }
+  assert.throws(
+    () => DistriSDXLPipeline.fromPipeline(base, UNET, { ...config, splitVaeDecode: true }),
+    /DistriConfig\.splitVaeDecode: the ranks load the VAE from its folder, and none was given/,
+  );
 });
 
 test('DistriSDPipeline: an SD 1.5-layout UNet (4 levels) split in 2 and 3 bands, full_sync equals one device', {

@@ -16,7 +16,7 @@ import { launchVaeDecodePool } from './vae-rank-program.js';
 type BasePipeline = StableDiffusionXLPipeline | StableDiffusionPipeline;
 
 export interface DistriPipelineOptions extends PipelineOptions {
-  /** The VAE's folder, for DistriConfig.splitVaeDecode (fromPretrained sets it); without it the VAE decodes on the calling thread. */
+  /** The VAE's folder, which DistriConfig.splitVaeDecode needs (fromPretrained sets it). */
   vaeDir?: string;
   /** Test hook: make one UNet rank fail. */
   fault?: FaultInjection;
@@ -35,7 +35,13 @@ abstract class DistriPipeline<P extends BasePipeline> {
     readonly config: DistriConfig,
     private readonly unetDir: string,
     private readonly options: DistriPipelineOptions,
-  ) {}
+  ) {
+    if (config.splitVaeDecode && config.ranks > 1 && options.vaeDir === undefined) {
+      throw new Error(
+        'DistriConfig.splitVaeDecode: the ranks load the VAE from its folder, and none was given (pass options.vaeDir to fromPipeline)',
+      );
+    }
+  }
 
   /**
    * How the running ranks hold the UNet weights: `shared` (one float32 copy mapped by every rank, CPU
@@ -56,7 +62,7 @@ abstract class DistriPipeline<P extends BasePipeline> {
     return this.vaePool?.stats ?? [];
   }
 
-  /** The split decode, when the config asks for it and the VAE's folder is known. */
+  /** The split decode, when the config asks for it (the constructor checked that the VAE's folder is known). */
   private vaeDecodeCall(): VaeDecodeCall | undefined {
     const vaeDir = this.options.vaeDir;
     if (!this.config.splitVaeDecode || this.config.ranks < 2 || vaeDir === undefined) return undefined;
