@@ -18,6 +18,17 @@ import { countFlops } from './flops.js';
 import { type RowOutcome, runRow } from './isolate.js';
 import { mergeRounds, type PatchRowResult, type PatchRowSpec } from './patch-row.js';
 import { RecordingWeightStore } from './random-weights.js';
+import {
+  MEMORY_COLUMNS,
+  memoryCells,
+  type RowMemory,
+  reportOptions,
+  type SpeedupRow,
+  STATUS_COLUMN,
+  setSpeedups,
+  speedupCell,
+  statusCell,
+} from './rows.js';
 import { fmt, fmtBytes, median, renderTable } from './table.js';
 import type { Progress } from './unet-row.js';
 
@@ -56,19 +67,9 @@ export interface PatchBenchOptions {
   ortProfileDir?: string;
 }
 
-export interface PatchBenchRow {
+/** Speedups are of the asynchronous step. */
+export interface PatchBenchRow extends RowMemory, SpeedupRow {
   key: string;
-  role: 'baseline' | 'to-beat' | 'split';
-  ok: boolean;
-  error?: string;
-  peakRssBytes: number;
-  /** PSS sampled between steps, while nothing computed (isolated rows only; 0 otherwise). */
-  peakPssBytes: number;
-  /** Peak rise of the machine's used memory during the row, shared pages once (isolated rows; else 0). */
-  peakUsedBytes: number;
-  /** Async-step speedup over 1 rank × 1 thread, and over 1 rank × (ranks · threads). */
-  speedup?: number;
-  speedupOverThreads?: number;
   /** FLOPs of one step (whole image, whole batch) over the async step time. */
   gflops?: number;
   spec: Omit<PatchRowSpec, 'modelDir'>;
@@ -238,16 +239,7 @@ export async function runPatchBench(o: PatchBenchOptions, progress: Progress): P
         ...(result ? { result, gflops: flops / result.async.ms / 1e6 } : {}),
       };
     });
-    const asyncMs = (role: PatchBenchRow['role']) => rows.find((r) => r.role === role)?.result?.async.ms;
-    for (const r of rows) {
-      const ms = r.result?.async.ms;
-      if (ms === undefined) continue;
-      const one = asyncMs('baseline');
-      const beat = asyncMs('to-beat');
-      if (one !== undefined) r.speedup = one / ms;
-      if (beat !== undefined) r.speedupOverThreads = beat / ms;
-    }
-    const { weights, ...rest } = o;
+    setSpeedups(rows, (r) => r.result?.async.ms);
     return {
       bench: 'patch',
       date: new Date().toISOString(),
@@ -256,7 +248,7 @@ export async function runPatchBench(o: PatchBenchOptions, progress: Progress): P
       height,
       width,
       flopsPerStep: flops,
-      options: { ...rest, weights: { dtype: weights.dtype, seed: weights.seed } },
+      options: reportOptions(o),
       rows,
     };
   } finally {
@@ -266,7 +258,6 @@ export async function runPatchBench(o: PatchBenchOptions, progress: Progress): P
 
 export function patchTable(report: PatchBenchReport): string {
   const beat = report.rows.find((r) => r.role === 'to-beat')?.key.split(' ')[0] ?? '1xN';
-  const x = (v: number | undefined) => (v === undefined || !Number.isFinite(v) ? '-' : `${v.toFixed(2)}x`);
   return renderTable(
     [
       { header: 'ranks x threads', align: 'left' },
@@ -280,11 +271,9 @@ export function patchTable(report: PatchBenchReport): string {
       { header: 'rank compute ms (min/max)' },
       { header: 'wait ms (warmup/async)' },
       { header: 'copy ms (warmup/async)' },
-      { header: 'peak RSS' },
-      { header: 'peak PSS' },
-      { header: 'peak used' },
+      ...MEMORY_COLUMNS,
       { header: 'launch s' },
-      { header: 'status', align: 'left' },
+      STATUS_COLUMN,
     ],
     report.rows.map((r) => {
       const res = r.result;
@@ -293,18 +282,16 @@ export function patchTable(report: PatchBenchReport): string {
         res ? weightsLabel(res) : '-',
         fmt(res?.warmup.ms),
         fmt(res?.async.ms),
-        x(r.speedup),
-        x(r.speedupOverThreads),
+        speedupCell(r.speedup),
+        speedupCell(r.speedupOverThreads),
         fmt(r.gflops, 1),
         res ? fmtBytes(res.async.steps > 0 ? res.async.bytesPerStep : res.warmup.bytesPerStep) : '-',
         res ? rankComputeSpread(res) : '-',
         res ? `${fmt(res.warmup.waitMs, 1)} / ${fmt(res.async.waitMs, 1)}` : '-',
         res ? `${fmt(res.warmup.copyMs, 1)} / ${fmt(res.async.copyMs, 1)}` : '-',
-        fmtBytes(r.peakRssBytes),
-        r.peakPssBytes > 0 ? fmtBytes(r.peakPssBytes) : '-',
-        r.peakUsedBytes > 0 ? fmtBytes(r.peakUsedBytes) : '-',
+        ...memoryCells(r),
         fmt(res && res.launchMs / 1000, 1),
-        r.ok ? 'ok' : `failed: ${r.error}`,
+        statusCell(r),
       ];
     }),
   );

@@ -8,7 +8,15 @@ import {
   type WeightOptions,
 } from './bench-models.js';
 import { runRow } from './isolate.js';
-import { fmt, fmtBytes, renderTable } from './table.js';
+import {
+  MEMORY_COLUMNS,
+  memoryCells,
+  type RowMemory,
+  reportOptions,
+  STATUS_COLUMN,
+  statusCell,
+} from './rows.js';
+import { fmt, renderTable } from './table.js';
 import type { Progress, UnetRowResult, UnetRowSpec } from './unet-row.js';
 
 export interface UnetBenchOptions {
@@ -30,19 +38,12 @@ export interface UnetBenchOptions {
   optimization?: UnetRowSpec['optimization'];
 }
 
-export interface UnetBenchRow {
+export interface UnetBenchRow extends RowMemory {
   model: string;
   threads: number;
   batch: number;
   height: number;
   width: number;
-  ok: boolean;
-  error?: string;
-  peakRssBytes: number;
-  /** PSS sampled between steps, while nothing computed (isolated rows only; 0 otherwise). */
-  peakPssBytes: number;
-  /** Peak rise of the machine's used memory during the row, shared pages once (isolated rows; else 0). */
-  peakUsedBytes: number;
   result?: UnetRowResult;
 }
 
@@ -102,12 +103,11 @@ export async function runUnetBench(o: UnetBenchOptions, progress: Progress): Pro
       await model?.cleanup();
     }
   }
-  const { weights, ...rest } = o;
   return {
     bench: 'unet',
     date: new Date().toISOString(),
     host: hostInfo(),
-    options: { ...rest, weights: { dtype: weights.dtype, seed: weights.seed } },
+    options: reportOptions(o),
     rows,
   };
 }
@@ -125,10 +125,8 @@ export function unetTable(report: UnetBenchReport): string {
       { header: 'conv GFLOP/s' },
       { header: 'UNet/conv' },
       { header: 'compile s' },
-      { header: 'peak RSS' },
-      { header: 'peak PSS' },
-      { header: 'peak used' },
-      { header: 'status', align: 'left' },
+      ...MEMORY_COLUMNS,
+      STATUS_COLUMN,
     ],
     report.rows.map((r) => {
       const x = r.result;
@@ -143,10 +141,8 @@ export function unetTable(report: UnetBenchReport): string {
         fmt(x?.conv?.gflops, 1),
         x?.ratioToConv === undefined ? '-' : `${(100 * x.ratioToConv).toFixed(0)}%`,
         fmt(x && x.unet.compileMs / 1000, 1),
-        fmtBytes(r.peakRssBytes),
-        r.peakPssBytes > 0 ? fmtBytes(r.peakPssBytes) : '-',
-        r.peakUsedBytes > 0 ? fmtBytes(r.peakUsedBytes) : '-',
-        r.ok ? 'ok' : `failed: ${r.error}`,
+        ...memoryCells(r),
+        statusCell(r),
       ];
     }),
   );

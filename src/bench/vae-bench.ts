@@ -10,6 +10,17 @@ import {
 } from './bench-models.js';
 import { runRow } from './isolate.js';
 import { toBeatThreads } from './patch-bench.js';
+import {
+  MEMORY_COLUMNS,
+  memoryCells,
+  type RowMemory,
+  reportOptions,
+  type SpeedupRow,
+  STATUS_COLUMN,
+  setSpeedups,
+  speedupCell,
+  statusCell,
+} from './rows.js';
 import { fmt, fmtBytes, renderTable } from './table.js';
 import type { Progress } from './unet-row.js';
 import type { VaeRowResult, VaeRowSpec } from './vae-row.js';
@@ -30,17 +41,9 @@ export interface VaeBenchOptions {
   isolate?: boolean;
 }
 
-export interface VaeBenchRow {
+/** Speedups are of the median decode. */
+export interface VaeBenchRow extends RowMemory, SpeedupRow {
   key: string;
-  role: 'baseline' | 'to-beat' | 'split';
-  ok: boolean;
-  error?: string;
-  peakRssBytes: number;
-  peakPssBytes: number;
-  peakUsedBytes: number;
-  /** Median decode speedup over 1 rank × 1 thread, and over 1 rank × (ranks · threads). */
-  speedup?: number;
-  speedupOverThreads?: number;
   spec: Omit<VaeRowSpec, 'vaeDir'>;
   result?: VaeRowResult;
 }
@@ -106,16 +109,7 @@ export async function runVaeBench(o: VaeBenchOptions, progress: Progress): Promi
         ...(outcome.result ? { result: outcome.result } : {}),
       });
     }
-    const ms = (role: VaeBenchRow['role']) => rows.find((r) => r.role === role)?.result?.medianMs;
-    for (const r of rows) {
-      const own = r.result?.medianMs;
-      if (own === undefined) continue;
-      const one = ms('baseline');
-      const beat = ms('to-beat');
-      if (one !== undefined) r.speedup = one / own;
-      if (beat !== undefined) r.speedupOverThreads = beat / own;
-    }
-    const { weights, ...rest } = o;
+    setSpeedups(rows, (r) => r.result?.medianMs);
     return {
       bench: 'vae',
       date: new Date().toISOString(),
@@ -123,7 +117,7 @@ export async function runVaeBench(o: VaeBenchOptions, progress: Progress): Promi
       model: model.name,
       height,
       width,
-      options: { ...rest, weights: { dtype: weights.dtype, seed: weights.seed } },
+      options: reportOptions(o),
       rows,
     };
   } finally {
@@ -133,7 +127,6 @@ export async function runVaeBench(o: VaeBenchOptions, progress: Progress): Promi
 
 export function vaeTable(report: VaeBenchReport): string {
   const beat = report.rows.find((r) => r.role === 'to-beat')?.key ?? '1xN';
-  const x = (v: number | undefined) => (v === undefined || !Number.isFinite(v) ? '-' : `${v.toFixed(2)}x`);
   return renderTable(
     [
       { header: 'ranks x threads', align: 'left' },
@@ -145,11 +138,9 @@ export function vaeTable(report: VaeBenchReport): string {
       { header: 'exchanged/decode' },
       { header: 'rank compute ms (min/max)' },
       { header: 'wait ms' },
-      { header: 'peak RSS' },
-      { header: 'peak PSS' },
-      { header: 'peak used' },
+      ...MEMORY_COLUMNS,
       { header: 'launch s' },
-      { header: 'status', align: 'left' },
+      STATUS_COLUMN,
     ],
     report.rows.map((r) => {
       const res = r.result;
@@ -157,17 +148,15 @@ export function vaeTable(report: VaeBenchReport): string {
         r.key,
         fmt(res?.firstMs),
         fmt(res?.medianMs),
-        x(r.speedup),
-        x(r.speedupOverThreads),
+        speedupCell(r.speedup),
+        speedupCell(r.speedupOverThreads),
         fmt(res?.gflops, 1),
         res && r.spec.ranks > 1 ? fmtBytes(res.bytesPerDecode) : '-',
         res?.computeMs ? `${fmt(res.computeMs[0])} / ${fmt(res.computeMs[1])}` : '-',
         res && r.spec.ranks > 1 ? fmt(res.waitMs, 1) : '-',
-        fmtBytes(r.peakRssBytes),
-        r.peakPssBytes > 0 ? fmtBytes(r.peakPssBytes) : '-',
-        r.peakUsedBytes > 0 ? fmtBytes(r.peakUsedBytes) : '-',
+        ...memoryCells(r),
         fmt(res && res.launchMs / 1000, 1),
-        r.ok ? 'ok' : `failed: ${r.error}`,
+        statusCell(r),
       ];
     }),
   );

@@ -137,6 +137,19 @@ async function finish(
   if (report.rows.some((r) => !r.ok)) process.exitCode = 1;
 }
 
+/** The model (--model, --config or --preset) and the ranks of `bench patch` and `bench vae`. */
+function addModelAndRanks(c: Command, what: 'UNet' | 'VAE'): Command {
+  return c
+    .option('--model <dir>', `a diffusers ${what} folder (its own weights)`)
+    .option('--config <file>', `a ${what} config.json (random weights)`)
+    .option(
+      '--preset <name>',
+      `sd15 or sdxl (random weights for the real ${what} config; the default is sd15)`,
+    )
+    .option('--ranks <list>', 'rank counts', '1,2')
+    .option('--threads-per-rank <n>', 'intra-op threads of each rank', '1');
+}
+
 function addCommon(c: Command): Command {
   return c
     .option('--height <px>', 'image height in pixels (default: the config sample_size × 8)')
@@ -197,16 +210,14 @@ export function registerBenchCommand(program: Command, io: BenchIO = STDIO): voi
   });
 
   addCommon(
-    bench
-      .command('patch')
-      .description(
-        'DistriFusion on worker-thread ranks against one rank: step times, speedups, exchange, RSS',
-      )
-      .option('--model <dir>', 'a diffusers UNet folder (its own weights)')
-      .option('--config <file>', 'a UNet config.json (random weights)')
-      .option('--preset <name>', 'sd15 or sdxl (random weights for the real config; the default is sd15)')
-      .option('--ranks <list>', 'rank counts', '1,2')
-      .option('--threads-per-rank <n>', 'intra-op threads of each rank', '1')
+    addModelAndRanks(
+      bench
+        .command('patch')
+        .description(
+          'DistriFusion on worker-thread ranks against one rank: step times, speedups, exchange, RSS',
+        ),
+      'UNet',
+    )
       .option('--parallelism <list>', `of ${PARALLELISMS.join(', ')}`, 'patch,naive_patch')
       .option('--sync-mode <list>', `GroupNorm sync modes, of ${SYNC_MODES.join(', ')}`, 'corrected_async_gn')
       .option('--split-batch <list>', 'split the CFG batch across rank groups: off, on or on,off', 'off')
@@ -290,16 +301,14 @@ export function registerBenchCommand(program: Command, io: BenchIO = STDIO): voi
   });
 
   addCommon(
-    bench
-      .command('vae')
-      .description(
-        'the VAE decode split in row bands across ranks (splitVaeDecode) against one rank: ms per decode, speedups, exchange, RSS',
-      )
-      .option('--model <dir>', 'a diffusers VAE folder (its own weights)')
-      .option('--config <file>', 'a VAE config.json (random weights)')
-      .option('--preset <name>', 'sd15 or sdxl (random weights for the real VAE config; the default is sd15)')
-      .option('--ranks <list>', 'rank counts', '1,2')
-      .option('--threads-per-rank <n>', 'intra-op threads of each rank', '1')
+    addModelAndRanks(
+      bench
+        .command('vae')
+        .description(
+          'the VAE decode split in row bands across ranks (splitVaeDecode) against one rank: ms per decode, speedups, exchange, RSS',
+        ),
+      'VAE',
+    )
       .option('--batch <n>', 'images decoded at once', '1')
       .option('--repeats <n>', 'timed decodes after one untimed (the median is reported)', '3')
       .option('--no-baselines', 'skip the 1 rank × 1 thread and 1 rank × N threads rows (no speedups then)')
