@@ -132,6 +132,39 @@ export async function runRowTask(task: RowTask, progress: Progress): Promise<Row
   return (await import('./patch-row.js')).runPatchRow(task.spec, progress);
 }
 
+/** runRow with its progress lines prefixed by `label`, and a line when it starts and when it fails. */
+export async function runLabelledRow<T extends RowTask>(
+  label: string,
+  task: T,
+  isolate: boolean,
+  progress: Progress,
+): Promise<RowOutcome<RowResultOf<T>>> {
+  const log = (m: string) => progress(`${label}: ${m}`);
+  log('starting');
+  const outcome = await runRow(task, isolate, log);
+  if (outcome.error) log(`FAILED: ${outcome.error}`);
+  return outcome;
+}
+
+/** A row's fields from its outcome: whether it ran, why not, its memory and its result. */
+export function outcomeFields<R>(outcome: RowOutcome<R>): Pick<
+  RowOutcome<R>,
+  'peakRssBytes' | 'peakPssBytes' | 'peakUsedBytes'
+> & {
+  ok: boolean;
+  error?: string;
+  result?: R;
+} {
+  return {
+    ok: outcome.result !== undefined,
+    ...(outcome.error ? { error: outcome.error } : {}),
+    peakRssBytes: outcome.peakRssBytes,
+    peakPssBytes: outcome.peakPssBytes,
+    peakUsedBytes: outcome.peakUsedBytes,
+    ...(outcome.result ? { result: outcome.result } : {}),
+  };
+}
+
 /** Runs a row in a child process, or here (peak RSS is then the process's so far). */
 export async function runRow<T extends RowTask>(
   task: T,

@@ -15,7 +15,7 @@ import {
   type WeightOptions,
 } from './bench-models.js';
 import { countFlops } from './flops.js';
-import { type RowOutcome, runRow } from './isolate.js';
+import { type RowOutcome, runLabelledRow } from './isolate.js';
 import { mergeRounds, type PatchRowResult, type PatchRowSpec } from './patch-row.js';
 import { RecordingWeightStore } from './random-weights.js';
 import {
@@ -201,9 +201,6 @@ export async function runPatchBench(o: PatchBenchOptions, progress: Progress): P
     const outcomes: RowOutcome<PatchRowResult>[][] = plans.map(() => []);
     for (let round = 1; round <= rounds; round++) {
       for (const [i, plan] of plans.entries()) {
-        const log = (m: string) =>
-          progress(`${plan.key}${rounds > 1 ? ` (round ${round}/${rounds})` : ''}: ${m}`);
-        log('starting');
         const profile = o.ortProfileDir
           ? {
               ortProfilePrefix: join(
@@ -212,12 +209,12 @@ export async function runPatchBench(o: PatchBenchOptions, progress: Progress): P
               ),
             }
           : {};
-        const outcome = await runRow(
+        const outcome = await runLabelledRow(
+          `${plan.key}${rounds > 1 ? ` (round ${round}/${rounds})` : ''}`,
           { kind: 'patch', spec: { ...plan.spec, ...profile } },
           o.isolate ?? true,
-          log,
+          progress,
         );
-        if (outcome.error) log(`FAILED: ${outcome.error}`);
         outcomes[i]!.push(outcome);
       }
     }

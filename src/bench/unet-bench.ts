@@ -7,7 +7,7 @@ import {
   resolveModel,
   type WeightOptions,
 } from './bench-models.js';
-import { runRow } from './isolate.js';
+import { outcomeFields, runLabelledRow } from './isolate.js';
 import {
   MEMORY_COLUMNS,
   memoryCells,
@@ -76,10 +76,7 @@ export async function runUnetBench(o: UnetBenchOptions, progress: Progress): Pro
           optimization: o.optimization ?? 'all',
         };
         const label = `${row.model} ${row.height}x${row.width} batch ${row.batch}, ${threads} thread(s)`;
-        const log = (m: string) => progress(`${label}: ${m}`);
-        log('starting');
-        const outcome = await runRow({ kind: 'unet', spec: row }, o.isolate ?? true, log);
-        if (outcome.error) log(`FAILED: ${outcome.error}`);
+        const outcome = await runLabelledRow(label, { kind: 'unet', spec: row }, o.isolate ?? true, progress);
         const {
           modelDir: _dir,
           repeats: _r,
@@ -89,15 +86,7 @@ export async function runUnetBench(o: UnetBenchOptions, progress: Progress): Pro
           optimization: _o,
           ...key
         } = row;
-        rows.push({
-          ...key,
-          ok: outcome.result !== undefined,
-          ...(outcome.error ? { error: outcome.error } : {}),
-          peakRssBytes: outcome.peakRssBytes,
-          peakPssBytes: outcome.peakPssBytes,
-          peakUsedBytes: outcome.peakUsedBytes,
-          ...(outcome.result ? { result: outcome.result } : {}),
-        });
+        rows.push({ ...key, ...outcomeFields(outcome) });
       }
     } finally {
       await model?.cleanup();

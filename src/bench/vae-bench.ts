@@ -8,7 +8,7 @@ import {
   resolveModel,
   type WeightOptions,
 } from './bench-models.js';
-import { runRow } from './isolate.js';
+import { outcomeFields, runLabelledRow } from './isolate.js';
 import { toBeatThreads } from './patch-bench.js';
 import {
   MEMORY_COLUMNS,
@@ -92,22 +92,10 @@ export async function runVaeBench(o: VaeBenchOptions, progress: Progress): Promi
     });
     const rows: VaeBenchRow[] = [];
     for (const plan of plans) {
-      const log = (m: string) => progress(`${plan.key}: ${m}`);
-      log('starting');
-      const outcome = await runRow({ kind: 'vae', spec: plan.spec }, o.isolate ?? true, log);
-      if (outcome.error) log(`FAILED: ${outcome.error}`);
+      const task = { kind: 'vae' as const, spec: plan.spec };
+      const outcome = await runLabelledRow(plan.key, task, o.isolate ?? true, progress);
       const { vaeDir: _d, ...spec } = plan.spec;
-      rows.push({
-        key: plan.key,
-        role: plan.role,
-        ok: outcome.result !== undefined,
-        ...(outcome.error ? { error: outcome.error } : {}),
-        peakRssBytes: outcome.peakRssBytes,
-        peakPssBytes: outcome.peakPssBytes,
-        peakUsedBytes: outcome.peakUsedBytes,
-        spec,
-        ...(outcome.result ? { result: outcome.result } : {}),
-      });
+      rows.push({ key: plan.key, role: plan.role, spec, ...outcomeFields(outcome) });
     }
     setSpeedups(rows, (r) => r.result?.medianMs);
     return {
