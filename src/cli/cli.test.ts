@@ -124,6 +124,14 @@ test('--help lists the generate flags; --version prints the package version', as
   assert.equal(version.stdout.trim(), pkg.version);
 });
 
+test("the README's CLI section shows `generate --help` as the command prints it", async () => {
+  const help = ok(await cli(['generate', '--help']), 'generate --help').stdout.trim();
+  const readme = await readFile(join(repoRoot, 'README.md'), 'utf8');
+  const start = readme.indexOf('Usage: distrifusion generate');
+  assert.ok(start >= 0, 'README.md has no `generate --help` block');
+  assert.equal(readme.slice(start, readme.indexOf('```', start)).trim(), help);
+});
+
 test("the README's `npx distrifusion` runs the built command (npm ci builds it; the bin must be executable)", async () => {
   const run = await new Promise<Run>((resolve) => {
     execFile('npx', ['--no-install', 'distrifusion', '--version'], { cwd: repoRoot }, (err, stdout, stderr) =>
