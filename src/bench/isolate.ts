@@ -146,25 +146,6 @@ export async function runLabelledRow<T extends RowTask>(
   return outcome;
 }
 
-/** A row's fields from its outcome: whether it ran, why not, its memory and its result. */
-export function outcomeFields<R>(outcome: RowOutcome<R>): Pick<
-  RowOutcome<R>,
-  'peakRssBytes' | 'peakPssBytes' | 'peakUsedBytes'
-> & {
-  ok: boolean;
-  error?: string;
-  result?: R;
-} {
-  return {
-    ok: outcome.result !== undefined,
-    ...(outcome.error ? { error: outcome.error } : {}),
-    peakRssBytes: outcome.peakRssBytes,
-    peakPssBytes: outcome.peakPssBytes,
-    peakUsedBytes: outcome.peakUsedBytes,
-    ...(outcome.result ? { result: outcome.result } : {}),
-  };
-}
-
 /** Runs a row in a child process, or here (peak RSS is then the process's so far). */
 export async function runRow<T extends RowTask>(
   task: T,

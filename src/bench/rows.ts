@@ -1,6 +1,7 @@
 // What the rows of every bench share: their memory figures, status and speedups, and the options their
 // report records.
 import type { WeightOptions } from './bench-models.js';
+import type { RowOutcome } from './isolate.js';
 import { type Column, fmtBytes } from './table.js';
 
 export interface RowMemory {
@@ -11,6 +12,18 @@ export interface RowMemory {
   peakPssBytes: number;
   /** Peak rise of the machine's used memory during the row, shared pages once (isolated rows; else 0). */
   peakUsedBytes: number;
+}
+
+/** A row's fields from its outcome: whether it ran, why not, its memory and its result. */
+export function outcomeFields<R>(outcome: RowOutcome<R>): RowMemory & { result?: R } {
+  return {
+    ok: outcome.result !== undefined,
+    ...(outcome.error ? { error: outcome.error } : {}),
+    peakRssBytes: outcome.peakRssBytes,
+    peakPssBytes: outcome.peakPssBytes,
+    peakUsedBytes: outcome.peakUsedBytes,
+    ...(outcome.result ? { result: outcome.result } : {}),
+  };
 }
 
 export const MEMORY_COLUMNS: readonly Column[] = [

@@ -7,10 +7,11 @@ import {
   resolveModel,
   type WeightOptions,
 } from './bench-models.js';
-import { outcomeFields, runLabelledRow } from './isolate.js';
+import { runLabelledRow } from './isolate.js';
 import {
   MEMORY_COLUMNS,
   memoryCells,
+  outcomeFields,
   type RowMemory,
   reportOptions,
   STATUS_COLUMN,

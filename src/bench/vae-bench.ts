@@ -8,11 +8,12 @@ import {
   resolveModel,
   type WeightOptions,
 } from './bench-models.js';
-import { outcomeFields, runLabelledRow } from './isolate.js';
+import { runLabelledRow } from './isolate.js';
 import { toBeatThreads } from './patch-bench.js';
 import {
   MEMORY_COLUMNS,
   memoryCells,
+  outcomeFields,
   type RowMemory,
   reportOptions,
   type SpeedupRow,
