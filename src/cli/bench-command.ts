@@ -35,12 +35,16 @@ interface UnetFlags extends CommonFlags {
   optimization: string;
 }
 
-interface PatchFlags extends CommonFlags {
+/** The flags addModelAndRanks adds. */
+interface ModelAndRanksFlags {
   model?: string;
   config?: string;
   preset?: string;
   ranks: string;
   threadsPerRank: string;
+}
+
+interface PatchFlags extends CommonFlags, ModelAndRanksFlags {
   parallelism: string;
   syncMode: string;
   splitBatch: string;
@@ -57,12 +61,7 @@ interface PatchFlags extends CommonFlags {
   baselines: boolean;
 }
 
-interface VaeFlags extends CommonFlags {
-  model?: string;
-  config?: string;
-  preset?: string;
-  ranks: string;
-  threadsPerRank: string;
+interface VaeFlags extends CommonFlags, ModelAndRanksFlags {
   batch: string;
   repeats: string;
   timeoutMs: string;
@@ -70,7 +69,7 @@ interface VaeFlags extends CommonFlags {
 }
 
 /** --model, --config or --preset (at most one; sd15 by default). */
-function modelSpec(command: string, f: { model?: string; config?: string; preset?: string }): string {
+function modelSpec(command: string, f: ModelAndRanksFlags): string {
   const given = [f.model, f.config, f.preset].filter((v) => v !== undefined);
   if (given.length > 1) throw new Error(`bench ${command}: give one of --model, --config and --preset`);
   if (f.preset !== undefined && !isPresetName(f.preset))
@@ -152,7 +151,10 @@ function addModelAndRanks(c: Command, what: 'UNet' | 'VAE'): Command {
 
 function addCommon(c: Command): Command {
   return c
-    .option('--height <px>', 'image height in pixels (default: the config sample_size × 8)')
+    .option(
+      '--height <px>',
+      "image height in pixels (default: the model's size: a UNet's sample_size × 8, a VAE's sample_size)",
+    )
     .option('--width <px>', 'image width in pixels')
     .option('--dtype <dtype>', 'storage dtype of random weights: f32 (no Cast at load) or f16', 'f32')
     .option('--seed <n>', 'seed of the random weights', '0')
